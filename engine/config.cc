@@ -1,0 +1,707 @@
+#include "engine/config.h"
+
+#include <arpa/inet.h>
+#include <unistd.h>
+
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "proto/address.h"
+
+namespace ringmail::engine {
+namespace {
+
+constexpr std::string_view kDefaultConfig = R"(# ringmail built-in default configuration.
+# Every key is documented in docs/configuration.md.
+
+log_level = "info"
+
+[engine]
+shards = 0                 # one shard per online CPU
+ring_entries = 1024
+shutdown_grace = "10s"
+
+[ingest]
+socket = "ringmail.sock"   # relative to the working directory
+socket_mode = "0660"
+max_frame_bytes = "128MiB"
+max_message_bytes = "32MiB"
+max_recipients = 1000000
+max_connections = 256
+frame_timeout = "60s"
+max_subscriber_backlog = "64MiB"
+
+[events]
+file = "ringmail-events.jsonl"
+
+[delivery]
+ehlo_name = ""             # empty: the machine's host name
+port = 25                  # port for MX delivery
+max_rcpts_per_txn = 100
+max_msgs_per_conn = 1000
+max_conns_per_destination = 20
+max_pipelined_txns = 4
+pipelining = true
+chunking = true
+
+[delivery.timeouts]
+connect = "30s"
+greeting = "300s"
+ehlo = "300s"
+mail = "300s"
+rcpt = "300s"
+data_init = "120s"
+data_block = "180s"
+data_done = "600s"
+rset = "20s"
+quit = "10s"
+idle = "5s"
+
+[routing]
+# The demo default: everything to a local sink. Production: default = "mx".
+default = "127.0.0.1:2525"
+
+[dns]
+servers = []               # empty: the system's /etc/resolv.conf
+timeout = "5s"
+tries = 2
+ttl_floor = "30s"
+ttl_ceiling = "1d"
+negative_ttl = "5m"
+error_ttl = "30s"
+prefer = "ipv4"
+max_mx = 10
+max_addresses = 10
+allow_loopback = false
+max_inflight = 1000
+cache_size = 100000
+
+[retry]
+schedule = ["1m", "5m", "15m", "30m", "1h"]
+max_age = "5d"
+jitter_percent = 10
+)";
+
+/// Reads one TOML table, remembering which keys were used so unknown ones
+/// can be reported by their full name.
+class Section {
+ public:
+  Section(const toml::table* table, std::string prefix)
+      : table_(table), prefix_(std::move(prefix)) {}
+
+  std::string name(std::string_view key) const {
+    return prefix_.empty() ? std::string(key) : prefix_ + "." + std::string(key);
+  }
+
+  const toml::node* get(std::string_view key) {
+    used_.insert(std::string(key));
+    return table_ == nullptr ? nullptr : table_->get(key);
+  }
+
+  Error bad(std::string_view key, std::string_view what) const {
+    return make_error(Errc::kConfig, name(key) + ": " + std::string(what));
+  }
+
+  Result<void> str(std::string_view key, std::string* out) {
+    const toml::node* n = get(key);
+    if (n == nullptr) {
+      return ok_result();
+    }
+    auto v = n->value<std::string>();
+    if (!v || !n->is_string()) {
+      return bad(key, "must be a string");
+    }
+    *out = *v;
+    return ok_result();
+  }
+
+  Result<void> boolean(std::string_view key, bool* out) {
+    const toml::node* n = get(key);
+    if (n == nullptr) {
+      return ok_result();
+    }
+    if (!n->is_boolean()) {
+      return bad(key, "must be true or false");
+    }
+    *out = *n->value<bool>();
+    return ok_result();
+  }
+
+  template <class T>
+  Result<void> integer(std::string_view key, T* out, uint64_t min, uint64_t max) {
+    const toml::node* n = get(key);
+    if (n == nullptr) {
+      return ok_result();
+    }
+    if (!n->is_integer()) {
+      return bad(key, "must be an integer");
+    }
+    int64_t v = *n->value<int64_t>();
+    if (v < 0 || static_cast<uint64_t>(v) < min || static_cast<uint64_t>(v) > max) {
+      return bad(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                          ", got " + std::to_string(v));
+    }
+    *out = static_cast<T>(v);
+    return ok_result();
+  }
+
+  /// An integer number of bytes, or a string with a KiB/MiB/GiB suffix.
+  template <class T>
+  Result<void> bytes(std::string_view key, T* out, uint64_t min, uint64_t max) {
+    const toml::node* n = get(key);
+    if (n == nullptr) {
+      return ok_result();
+    }
+    uint64_t v = 0;
+    if (n->is_integer()) {
+      int64_t i = *n->value<int64_t>();
+      if (i < 0) {
+        return bad(key, "must not be negative");
+      }
+      v = static_cast<uint64_t>(i);
+    } else if (n->is_string()) {
+      std::string s = *n->value<std::string>();
+      uint64_t mult = 1;
+      std::string_view num = s;
+      for (auto [suffix, m] : {std::pair<std::string_view, uint64_t>{"KiB", 1ull << 10},
+                               {"MiB", 1ull << 20},
+                               {"GiB", 1ull << 30}}) {
+        if (num.size() > suffix.size() && num.ends_with(suffix)) {
+          num.remove_suffix(suffix.size());
+          mult = m;
+          break;
+        }
+      }
+      auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+      if (ec != std::errc() || p != num.data() + num.size() || v > (~uint64_t{0}) / mult) {
+        return bad(key, "must be a byte count such as 1048576 or \"32MiB\", got \"" + s + "\"");
+      }
+      v *= mult;
+    } else {
+      return bad(key, "must be a byte count such as 1048576 or \"32MiB\"");
+    }
+    if (v < min || v > max) {
+      return bad(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                          " bytes, got " + std::to_string(v));
+    }
+    *out = static_cast<T>(v);
+    return ok_result();
+  }
+
+  Result<void> duration(std::string_view key, Millis* out, Millis min, Millis max) {
+    const toml::node* n = get(key);
+    if (n == nullptr) {
+      return ok_result();
+    }
+    if (!n->is_string()) {
+      return bad(key, "must be a duration string such as \"30s\", \"5m\" or \"250ms\"");
+    }
+    auto d = parse_duration(*n->value<std::string>());
+    if (!d.ok()) {
+      return bad(key, d.error().message);
+    }
+    if (*d < min || *d > max) {
+      return bad(key, "must be between " + std::to_string(min.count()) + "ms and " +
+                          std::to_string(max.count()) + "ms");
+    }
+    *out = *d;
+    return ok_result();
+  }
+
+  Result<Section> sub(std::string_view key) {
+    const toml::node* n = get(key);
+    if (n == nullptr) {
+      return Section(nullptr, name(key));
+    }
+    if (!n->is_table()) {
+      return bad(key, "must be a table");
+    }
+    return Section(n->as_table(), name(key));
+  }
+
+  /// Every key present but never asked for is an error.
+  Result<void> finish() const {
+    if (table_ == nullptr) {
+      return ok_result();
+    }
+    for (auto&& [k, v] : *table_) {
+      if (!used_.contains(std::string(k.str()))) {
+        return make_error(Errc::kConfig, "unknown key '" + name(k.str()) + "'");
+      }
+    }
+    return ok_result();
+  }
+
+  const toml::table* table() const { return table_; }
+
+ private:
+  const toml::table* table_;
+  std::string prefix_;
+  std::set<std::string> used_;
+};
+
+Result<void> read_engine(Section& s, EngineConfig* e) {
+  RM_TRY(s.integer("shards", &e->shards, 0, 256));
+  RM_TRY(s.integer("ring_entries", &e->ring_entries, 64, 32768));
+  RM_TRY(s.duration("shutdown_grace", &e->shutdown_grace, Millis(0), Millis(3'600'000)));
+  return s.finish();
+}
+
+Result<void> read_ingest(Section& s, IngestConfig* i) {
+  RM_TRY(s.str("socket", &i->socket));
+  std::string mode;
+  RM_TRY(s.str("socket_mode", &mode));
+  if (!mode.empty()) {
+    uint32_t m = 0;
+    auto [p, ec] = std::from_chars(mode.data(), mode.data() + mode.size(), m, 8);
+    if (ec != std::errc() || p != mode.data() + mode.size() || m > 0777) {
+      return s.bad("socket_mode", "must be an octal mode string such as \"0660\"");
+    }
+    i->socket_mode = m;
+  }
+  RM_TRY(s.bytes("max_frame_bytes", &i->max_frame_bytes, 1024, 1ull << 31));
+  RM_TRY(s.bytes("max_message_bytes", &i->max_message_bytes, 1024, 1ull << 30));
+  RM_TRY(s.integer("max_recipients", &i->max_recipients, 1, 10'000'000));
+  RM_TRY(s.integer("max_connections", &i->max_connections, 1, 100'000));
+  RM_TRY(s.duration("frame_timeout", &i->frame_timeout, Millis(100), Millis(3'600'000)));
+  RM_TRY(s.bytes("max_subscriber_backlog", &i->max_subscriber_backlog, 64 * 1024, 1ull << 34));
+  if (i->max_message_bytes > i->max_frame_bytes) {
+    return s.bad("max_message_bytes", "must not exceed ingest.max_frame_bytes");
+  }
+  return s.finish();
+}
+
+Result<void> read_timeouts(Section& s, SmtpTimeouts* t) {
+  const Millis lo(10), hi(3'600'000);
+  RM_TRY(s.duration("connect", &t->connect, lo, hi));
+  RM_TRY(s.duration("greeting", &t->greeting, lo, hi));
+  RM_TRY(s.duration("ehlo", &t->ehlo, lo, hi));
+  RM_TRY(s.duration("mail", &t->mail, lo, hi));
+  RM_TRY(s.duration("rcpt", &t->rcpt, lo, hi));
+  RM_TRY(s.duration("data_init", &t->data_init, lo, hi));
+  RM_TRY(s.duration("data_block", &t->data_block, lo, hi));
+  RM_TRY(s.duration("data_done", &t->data_done, lo, hi));
+  RM_TRY(s.duration("rset", &t->rset, lo, hi));
+  RM_TRY(s.duration("quit", &t->quit, lo, hi));
+  RM_TRY(s.duration("idle", &t->idle, Millis(0), hi));
+  return s.finish();
+}
+
+Result<void> read_delivery(Section& s, DeliveryConfig* d) {
+  RM_TRY(s.str("ehlo_name", &d->ehlo_name));
+  RM_TRY(s.integer("port", &d->port, 1, 65535));
+  if (!d->ehlo_name.empty()) {
+    auto v = proto::validate_domain(d->ehlo_name);
+    if (!v.ok()) {
+      return s.bad("ehlo_name", v.error().message);
+    }
+  }
+  RM_TRY(s.integer("max_rcpts_per_txn", &d->max_rcpts_per_txn, 1, 1000));
+  RM_TRY(s.integer("max_msgs_per_conn", &d->max_msgs_per_conn, 1, 1'000'000));
+  RM_TRY(s.integer("max_conns_per_destination", &d->max_conns_per_destination, 1, 10'000));
+  RM_TRY(s.integer("max_pipelined_txns", &d->max_pipelined_txns, 1, 64));
+  RM_TRY(s.boolean("pipelining", &d->pipelining));
+  RM_TRY(s.boolean("chunking", &d->chunking));
+  auto t = s.sub("timeouts");
+  RM_TRY(t);
+  RM_TRY(read_timeouts(*t, &d->timeouts));
+  return s.finish();
+}
+
+Result<void> read_routing(Section& s, RoutingConfig* r) {
+  std::string def;
+  RM_TRY(s.str("default", &def));
+  if (!def.empty()) {
+    auto route = parse_route(def);
+    if (!route.ok()) {
+      return s.bad("default", route.error().message);
+    }
+    r->default_route = std::move(*route);
+  }
+  auto domains = s.sub("domains");
+  RM_TRY(domains);
+  if (domains->table() != nullptr) {
+    r->domains.clear();
+    for (auto&& [k, v] : *domains->table()) {
+      std::string key(k.str());
+      const toml::node* n = domains->get(key);
+      if (!n->is_string()) {
+        return domains->bad(key, "must be a route string such as \"10.0.0.1:25\"");
+      }
+      std::string_view dom = key;
+      bool wildcard = dom.starts_with("*.");
+      auto valid = proto::validate_domain(wildcard ? dom.substr(2) : dom);
+      if (!valid.ok()) {
+        return domains->bad(key, "is not a domain: " + valid.error().message);
+      }
+      auto route = parse_route(*n->value<std::string>());
+      if (!route.ok()) {
+        return domains->bad(key, route.error().message);
+      }
+      r->domains.push_back(DomainRoute{proto::normalize_domain(key), std::move(*route)});
+    }
+    RM_TRY(domains->finish());
+  }
+  if (r->default_route.hosts.empty()) {
+    return s.bad("default", "a default route is required (\"mx\" for DNS MX routing)");
+  }
+  return s.finish();
+}
+
+Result<void> read_dns(Section& s, DnsConfig* d) {
+  const toml::node* n = s.get("servers");
+  if (n != nullptr) {
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) {
+      return s.bad("servers", "must be an array of \"ip[:port]\" strings");
+    }
+    d->servers.clear();
+    for (const auto& item : *arr) {
+      auto v = item.value<std::string>();
+      if (!v) {
+        return s.bad("servers", "must contain \"ip[:port]\" strings");
+      }
+      auto ep = parse_endpoint(*v, 53);
+      if (!ep.ok() || ep->kind != Endpoint::Kind::kAddress) {
+        return s.bad("servers", "\"" + *v + "\" is not an IP address with an optional port");
+      }
+      d->servers.push_back(*v);
+    }
+  }
+  RM_TRY(s.duration("timeout", &d->timeout, Millis(10), Millis(120'000)));
+  RM_TRY(s.integer("tries", &d->tries, 1, 10));
+  RM_TRY(s.duration("ttl_floor", &d->ttl_floor, Millis(0), Millis(86'400'000)));
+  RM_TRY(s.duration("ttl_ceiling", &d->ttl_ceiling, Millis(1'000), Millis(7LL * 86'400'000)));
+  RM_TRY(s.duration("negative_ttl", &d->negative_ttl, Millis(0), Millis(86'400'000)));
+  RM_TRY(s.duration("error_ttl", &d->error_ttl, Millis(0), Millis(3'600'000)));
+  std::string prefer;
+  RM_TRY(s.str("prefer", &prefer));
+  if (prefer == "ipv4" || prefer.empty()) {
+    d->prefer = AddressPreference::kIpv4;
+  } else if (prefer == "ipv6") {
+    d->prefer = AddressPreference::kIpv6;
+  } else if (prefer == "ipv4_only") {
+    d->prefer = AddressPreference::kIpv4Only;
+  } else if (prefer == "ipv6_only") {
+    d->prefer = AddressPreference::kIpv6Only;
+  } else {
+    return s.bad("prefer", "must be one of ipv4, ipv6, ipv4_only, ipv6_only");
+  }
+  RM_TRY(s.integer("max_mx", &d->max_mx, 1, 100));
+  RM_TRY(s.integer("max_addresses", &d->max_addresses, 1, 100));
+  RM_TRY(s.boolean("allow_loopback", &d->allow_loopback));
+  RM_TRY(s.integer("max_inflight", &d->max_inflight, 1, 100'000));
+  RM_TRY(s.integer("cache_size", &d->cache_size, 16, 10'000'000));
+  if (d->ttl_floor > d->ttl_ceiling) {
+    return s.bad("ttl_floor", "must not exceed dns.ttl_ceiling");
+  }
+  return s.finish();
+}
+
+Result<void> read_retry(Section& s, RetryConfig* r) {
+  const toml::node* n = s.get("schedule");
+  if (n != nullptr) {
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr || arr->empty()) {
+      return s.bad("schedule", "must be a non-empty array of durations");
+    }
+    r->schedule.clear();
+    for (const auto& item : *arr) {
+      auto v = item.value<std::string>();
+      if (!v) {
+        return s.bad("schedule", "must contain duration strings such as \"5m\"");
+      }
+      auto d = parse_duration(*v);
+      if (!d.ok()) {
+        return s.bad("schedule", d.error().message);
+      }
+      if (*d < Millis(1)) {
+        return s.bad("schedule", "retry intervals must be positive");
+      }
+      r->schedule.push_back(*d);
+    }
+  }
+  RM_TRY(s.duration("max_age", &r->max_age, Millis(1'000), Millis(90LL * 24 * 3600 * 1000)));
+  RM_TRY(s.integer("jitter_percent", &r->jitter_percent, 0, 50));
+  return s.finish();
+}
+
+Result<Config> read_root(const toml::table& root) {
+  Config c;
+  Section s(&root, "");
+  RM_TRY(s.str("log_level", &c.log_level));
+  if (c.log_level != "debug" && c.log_level != "info" && c.log_level != "warning" &&
+      c.log_level != "error") {
+    return s.bad("log_level", "must be one of debug, info, warning, error");
+  }
+  auto engine = s.sub("engine");
+  RM_TRY(engine);
+  RM_TRY(read_engine(*engine, &c.engine));
+  auto ingest = s.sub("ingest");
+  RM_TRY(ingest);
+  RM_TRY(read_ingest(*ingest, &c.ingest));
+  auto events = s.sub("events");
+  RM_TRY(events);
+  RM_TRY(events->str("file", &c.events.file));
+  RM_TRY(events->finish());
+  auto delivery = s.sub("delivery");
+  RM_TRY(delivery);
+  RM_TRY(read_delivery(*delivery, &c.delivery));
+  auto routing = s.sub("routing");
+  RM_TRY(routing);
+  RM_TRY(read_routing(*routing, &c.routing));
+  auto dns = s.sub("dns");
+  RM_TRY(dns);
+  RM_TRY(read_dns(*dns, &c.dns));
+  auto retry = s.sub("retry");
+  RM_TRY(retry);
+  RM_TRY(read_retry(*retry, &c.retry));
+  RM_TRY(s.finish());
+  if (c.delivery.ehlo_name.empty()) {
+    char host[256] = {};
+    if (gethostname(host, sizeof host - 1) == 0 && proto::validate_domain(host).ok()) {
+      c.delivery.ehlo_name = host;
+    } else {
+      c.delivery.ehlo_name = "localhost";
+    }
+  }
+  return c;
+}
+
+Result<toml::table> parse_toml(std::string_view text, std::string_view origin) {
+  try {
+    return toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    std::ostringstream os;
+    os << origin << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
+       << e.description();
+    return make_error(Errc::kConfig, os.str());
+  }
+}
+
+/// Overlays `over` onto `base` (tables merge key by key, other values replace).
+void overlay(toml::table& base, const toml::table& over) {
+  for (auto&& [k, v] : over) {
+    toml::node* existing = base.get(k.str());
+    if (existing != nullptr && existing->is_table() && v.is_table()) {
+      overlay(*existing->as_table(), *v.as_table());
+    } else {
+      base.insert_or_assign(k, v);
+    }
+  }
+}
+
+}  // namespace
+
+std::string Route::describe() const {
+  std::string s;
+  for (const auto& h : hosts) {
+    if (!s.empty()) {
+      s += ",";
+    }
+    switch (h.kind) {
+      case Endpoint::Kind::kRecipientMx:
+        s += "mx";
+        continue;
+      case Endpoint::Kind::kHost:
+        s += "[" + h.host + "]";
+        break;
+      case Endpoint::Kind::kAddress:
+        s += h.addr.ss_family == AF_INET6 ? "[" + h.host + "]" : h.host;
+        break;
+      case Endpoint::Kind::kMx:
+        s += h.host;
+        break;
+    }
+    s += ":" + std::to_string(h.port);
+  }
+  return s;
+}
+
+bool Route::needs_dns() const {
+  for (const auto& h : hosts) {
+    if (h.kind != Endpoint::Kind::kAddress) {
+      return true;
+    }
+  }
+  return false;
+}
+
+const Route& RoutingConfig::route_for(std::string_view domain) const {
+  const DomainRoute* best = nullptr;
+  size_t best_len = 0;
+  for (const auto& d : domains) {
+    if (d.domain == domain) {
+      return d.route;
+    }
+    if (d.domain.starts_with("*.")) {
+      std::string_view suffix = std::string_view(d.domain).substr(1);  // ".example.com"
+      if (domain.size() > suffix.size() && domain.ends_with(suffix) && suffix.size() > best_len) {
+        best = &d;
+        best_len = suffix.size();
+      }
+    }
+  }
+  return best != nullptr ? best->route : default_route;
+}
+
+std::string_view default_config_toml() { return kDefaultConfig; }
+
+Result<Config> parse_config(std::string_view text, std::string_view origin) {
+  auto base = parse_toml(kDefaultConfig, "<default>");
+  RM_ASSERT(base.ok());
+  auto user = parse_toml(text, origin);
+  if (!user.ok()) {
+    return std::move(user).take_error();
+  }
+  // Route tables replace rather than merge: a file's [routing.domains] is
+  // the whole list.
+  overlay(*base, *user);
+  auto c = read_root(*base);
+  if (!c.ok()) {
+    return make_error(Errc::kConfig, std::string(origin) + ": " + c.error().message);
+  }
+  return c;
+}
+
+Result<Config> load_config_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return make_error(Errc::kConfig, path + ": cannot open: " + std::strerror(errno));
+  }
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path);
+}
+
+Result<Millis> parse_duration(std::string_view text) {
+  uint64_t v = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || p == text.data()) {
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\" is not a duration (use e.g. 250ms, 30s, 5m, 2h, 5d)");
+  }
+  std::string_view unit(p, static_cast<size_t>(text.data() + text.size() - p));
+  uint64_t mult = 0;
+  if (unit == "ms") {
+    mult = 1;
+  } else if (unit == "s") {
+    mult = 1000;
+  } else if (unit == "m") {
+    mult = 60'000;
+  } else if (unit == "h") {
+    mult = 3'600'000;
+  } else if (unit == "d") {
+    mult = 86'400'000;
+  } else {
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\" has no valid unit (use ms, s, m, h or d)");
+  }
+  if (v > (uint64_t{1} << 40) / mult) {
+    return make_error(Errc::kConfig, "\"" + std::string(text) + "\" is too long");
+  }
+  return Millis(static_cast<int64_t>(v * mult));
+}
+
+Result<Endpoint> parse_endpoint(std::string_view text, uint16_t default_port) {
+  Endpoint ep;
+  ep.port = default_port;
+  if (text == "mx" || text == "MX") {
+    ep.kind = Endpoint::Kind::kRecipientMx;
+    ep.host = "mx";
+    return ep;
+  }
+  std::string_view host = text;
+  std::string_view port;
+  bool bracketed = false;
+  if (host.starts_with("[")) {
+    size_t close = host.find(']');
+    if (close == std::string_view::npos) {
+      return make_error(Errc::kConfig, "\"" + std::string(text) + "\": missing ']'");
+    }
+    std::string_view rest = host.substr(close + 1);
+    host = host.substr(1, close - 1);
+    bracketed = true;
+    if (!rest.empty()) {
+      if (rest.front() != ':') {
+        return make_error(Errc::kConfig, "\"" + std::string(text) + "\": expected ':port'");
+      }
+      port = rest.substr(1);
+    }
+  } else {
+    size_t colon = host.rfind(':');
+    if (colon != std::string_view::npos && host.find(':') == colon) {
+      port = host.substr(colon + 1);
+      host = host.substr(0, colon);
+    }
+  }
+  if (!port.empty()) {
+    unsigned p = 0;
+    auto [ptr, ec] = std::from_chars(port.data(), port.data() + port.size(), p);
+    if (ec != std::errc() || ptr != port.data() + port.size() || p == 0 || p > 65535) {
+      return make_error(Errc::kConfig, "\"" + std::string(text) + "\": bad port");
+    }
+    ep.port = static_cast<uint16_t>(p);
+    ep.port_given = true;
+  }
+  ep.host = std::string(host);
+  std::memset(&ep.addr, 0, sizeof ep.addr);
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ep.addr);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ep.addr);
+  if (inet_pton(AF_INET, ep.host.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    v4->sin_port = htons(ep.port);
+    ep.addr_len = sizeof(sockaddr_in);
+    ep.kind = Endpoint::Kind::kAddress;
+    return ep;
+  }
+  if (inet_pton(AF_INET6, ep.host.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    v6->sin6_port = htons(ep.port);
+    ep.addr_len = sizeof(sockaddr_in6);
+    ep.kind = Endpoint::Kind::kAddress;
+    return ep;
+  }
+  auto valid = proto::validate_domain(ep.host);
+  if (!valid.ok()) {
+    return make_error(Errc::kConfig, "\"" + std::string(text) + "\": not an address or a host name (" +
+                                         valid.error().message + ")");
+  }
+  ep.host = proto::normalize_domain(ep.host);
+  ep.kind = bracketed ? Endpoint::Kind::kHost : Endpoint::Kind::kMx;
+  return ep;
+}
+
+Result<Route> parse_route(std::string_view text) {
+  Route r;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    std::string_view part = text.substr(start, comma == std::string_view::npos ? text.npos
+                                                                               : comma - start);
+    while (!part.empty() && part.front() == ' ') {
+      part.remove_prefix(1);
+    }
+    while (!part.empty() && part.back() == ' ') {
+      part.remove_suffix(1);
+    }
+    if (part.empty()) {
+      return make_error(Errc::kConfig, "empty host in route \"" + std::string(text) + "\"");
+    }
+    auto ep = parse_endpoint(part, 25);
+    if (!ep.ok()) {
+      return std::move(ep).take_error();
+    }
+    r.hosts.push_back(std::move(*ep));
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    start = comma + 1;
+  }
+  return r;
+}
+
+}  // namespace ringmail::engine

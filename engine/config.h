@@ -1,0 +1,159 @@
+/// config.h — ringmail's configuration: a TOML file (docs/configuration.md
+/// documents every key) over an embedded default.
+///
+/// Loading never half-succeeds: the first problem is returned as an error
+/// naming the full key ("delivery.max_rcpts_per_txn: must be between 1 and
+/// 1000, got 0"). Unknown keys are errors too (a misspelt limit silently
+/// ignored is worse than a refused start).
+/// Thread safety: a Config is an immutable value once loaded; shards copy
+/// what they need at start.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/clock.h"
+#include "proto/result.h"
+
+namespace ringmail::engine {
+
+/// Per-phase SMTP client timeouts (RFC 5321 4.5.3.2 minimums by default).
+struct SmtpTimeouts {
+  Millis connect{30'000};
+  Millis greeting{300'000};
+  Millis ehlo{300'000};
+  Millis mail{300'000};
+  Millis rcpt{300'000};
+  Millis data_init{120'000};
+  Millis data_block{180'000};  // no send progress for this long while sending the body
+  Millis data_done{600'000};   // RFC 5321: at least 10 minutes (duplicates otherwise)
+  Millis rset{20'000};
+  Millis quit{10'000};
+  Millis idle{5'000};  // an idle connection is kept this long for reuse
+};
+
+/// One element of a route (Postfix transport-map semantics):
+///   "mx"             MX lookup of the recipient's domain (delivery.port);
+///   "host[:port]"    MX lookup of `host` (implicit MX when it has none);
+///   "[host][:port]"  address lookup of `host` only, no MX;
+///   an IP address    that address (brackets optional).
+struct Endpoint {
+  enum class Kind : uint8_t { kRecipientMx, kMx, kHost, kAddress };
+  Kind kind = Kind::kAddress;
+  std::string host;  // as configured (a name or an address)
+  uint16_t port = 25;
+  bool port_given = false;
+  sockaddr_storage addr{};  // kAddress only
+  socklen_t addr_len = 0;
+};
+
+struct Route {
+  std::vector<Endpoint> hosts;  // tried in order
+  std::string describe() const;
+  bool needs_dns() const;
+};
+
+struct DomainRoute {
+  std::string domain;  // lower-case; "*.example.com" matches subdomains
+  Route route;
+};
+
+struct EngineConfig {
+  uint32_t shards = 0;  // 0 = one per online CPU
+  uint32_t ring_entries = 1024;
+  Millis shutdown_grace{10'000};  // how long SIGTERM waits for queued mail
+};
+
+struct IngestConfig {
+  std::string socket;  // empty = no socket listener
+  uint32_t socket_mode = 0660;
+  uint32_t max_frame_bytes = 128u << 20;
+  uint32_t max_message_bytes = 32u << 20;
+  uint32_t max_recipients = 1'000'000;
+  uint32_t max_connections = 256;
+  Millis frame_timeout{60'000};  // a started frame must complete within this
+  uint64_t max_subscriber_backlog = 64u << 20;  // unsent event bytes per subscriber
+};
+
+struct EventsConfig {
+  std::string file;  // empty = no event file
+};
+
+struct DeliveryConfig {
+  std::string ehlo_name;  // default: the host name
+  uint16_t port = 25;     // port for MX delivery
+  uint32_t max_rcpts_per_txn = 100;
+  uint32_t max_msgs_per_conn = 1000;
+  uint32_t max_conns_per_destination = 20;
+  uint32_t max_pipelined_txns = 4;
+  bool pipelining = true;
+  bool chunking = true;
+  SmtpTimeouts timeouts;
+};
+
+struct RoutingConfig {
+  Route default_route;
+  std::vector<DomainRoute> domains;
+  /// The route for `domain` (lower-case): exact match first, then the
+  /// longest "*.suffix" match, then the default.
+  const Route& route_for(std::string_view domain) const;
+};
+
+enum class AddressPreference : uint8_t { kIpv4, kIpv6, kIpv4Only, kIpv6Only };
+
+struct DnsConfig {
+  std::vector<std::string> servers;  // "ip[:port]"; empty: the system's resolv.conf
+  Millis timeout{5'000};             // per try
+  uint32_t tries = 2;
+  Millis ttl_floor{30'000};
+  Millis ttl_ceiling{86'400'000};
+  Millis negative_ttl{300'000};  // NXDOMAIN/NODATA without an SOA
+  Millis error_ttl{30'000};      // SERVFAIL, timeouts, malformed answers
+  AddressPreference prefer = AddressPreference::kIpv4;
+  uint32_t max_mx = 10;          // MX hosts considered per domain
+  uint32_t max_addresses = 10;   // addresses tried per connection attempt
+  bool allow_loopback = false;   // MX answers pointing at 127/8, ::1, 0.0.0.0
+  uint32_t max_inflight = 1000;  // queries outstanding per shard
+  uint32_t cache_size = 100'000;  // names cached per shard
+};
+
+struct RetryConfig {
+  std::vector<Millis> schedule{Millis(60'000),    Millis(300'000),   Millis(900'000),
+                               Millis(1'800'000), Millis(3'600'000)};  // last one repeats
+  Millis max_age{5LL * 24 * 3600 * 1000};
+  uint32_t jitter_percent = 10;  // each retry delay varies by up to +-this share
+};
+
+struct Config {
+  EngineConfig engine;
+  IngestConfig ingest;
+  EventsConfig events;
+  DeliveryConfig delivery;
+  RoutingConfig routing;
+  DnsConfig dns;
+  RetryConfig retry;
+  std::string log_level = "info";
+};
+
+/// The configuration ringmaild uses when started without --config.
+std::string_view default_config_toml();
+
+/// Parses TOML text over the built-in defaults. `origin` names the source in
+/// error messages (a file name, or "<default>").
+Result<Config> parse_config(std::string_view toml, std::string_view origin);
+Result<Config> load_config_file(const std::string& path);
+
+/// Parses "30s", "250ms", "5m", "2h", "5d".
+Result<Millis> parse_duration(std::string_view text);
+/// Parses one route element (see Endpoint): "mx", "1.2.3.4:25",
+/// "[::1]:2525", "[smtp.example.com]:587", "relay.example.com".
+Result<Endpoint> parse_endpoint(std::string_view text, uint16_t default_port);
+/// Parses a comma-separated route.
+Result<Route> parse_route(std::string_view text);
+
+}  // namespace ringmail::engine

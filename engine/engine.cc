@@ -1,0 +1,56 @@
+#include "engine/ringmail.h"
+
+#include "engine/runtime.h"
+
+namespace ringmail {
+
+Result<std::unique_ptr<Engine>> Engine::start(engine::Config config, const engine::Clock* clock) {
+  auto rt = engine::Runtime::start(std::move(config), clock);
+  if (!rt.ok()) {
+    return std::move(rt).take_error();
+  }
+  return std::unique_ptr<Engine>(new Engine(std::move(*rt)));
+}
+
+Engine::Engine(std::unique_ptr<engine::Runtime> rt) : rt_(std::move(rt)) {}
+
+Engine::~Engine() { rt_->shutdown(std::chrono::milliseconds(0)); }
+
+proto::Ack Engine::submit(const Batch& batch) {
+  engine::BatchInput in;
+  in.batch_id = batch.batch_id;
+  in.sender = batch.sender;
+  in.message = batch.message;
+  in.recipients.reserve(batch.recipients.size());
+  for (const auto& r : batch.recipients) {
+    in.recipients.push_back(r);
+  }
+  return rt_->accept_batch(in, -1);
+}
+
+uint64_t Engine::subscribe(EventCallback callback) { return rt_->subscribe(std::move(callback)); }
+
+void Engine::unsubscribe(uint64_t id) { rt_->unsubscribe(id); }
+
+bool Engine::drain(std::chrono::milliseconds timeout) { return rt_->wait_idle(timeout); }
+
+void Engine::shutdown(std::chrono::milliseconds grace) { rt_->shutdown(grace); }
+
+Stats Engine::stats() const {
+  auto t = rt_->totals();
+  Stats s;
+  s.delivered = t.delivered;
+  s.deferred = t.deferred;
+  s.bounced = t.bounced;
+  s.unfinished = t.unfinished;
+  s.connections_opened = t.connections_opened;
+  s.transactions = t.transactions;
+  s.unknown_outcomes = t.unknown_outcomes;
+  return s;
+}
+
+const engine::Config& Engine::config() const { return rt_->config(); }
+
+void Engine::wake_for_test() { rt_->wake_all(); }
+
+}  // namespace ringmail

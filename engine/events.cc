@@ -1,0 +1,133 @@
+#include "engine/events.h"
+
+#include <cstring>
+
+#include "engine/log.h"
+#include "proto/json.h"
+
+namespace ringmail::engine {
+
+std::string_view event_type_name(EventType t) {
+  switch (t) {
+    case EventType::kDelivered:
+      return "delivered";
+    case EventType::kDeferred:
+      return "deferred";
+    case EventType::kBounced:
+      return "bounced";
+  }
+  return "?";
+}
+
+void format_event_json(std::string& out, const OutcomeRecord& rec) {
+  using proto::append_json_key;
+  using proto::append_json_string;
+  using proto::append_json_uint;
+  out.push_back('{');
+  append_json_key(out, "type");
+  append_json_string(out, event_type_name(rec.type));
+  out.push_back(',');
+  append_json_key(out, "ts");
+  out.push_back('"');
+  append_rfc3339_ms(out, rec.wall_ms);
+  out.push_back('"');
+  out.push_back(',');
+  append_json_key(out, "batch");
+  append_json_string(out, rec.msg->batch_id());
+  out.push_back(',');
+  append_json_key(out, "recipient");
+  append_json_string(out, rec.recipient);
+  out.push_back(',');
+  append_json_key(out, "sender");
+  append_json_string(out, rec.msg->sender());
+  out.push_back(',');
+  append_json_key(out, "code");
+  append_json_uint(out, rec.reply->code);
+  out.push_back(',');
+  append_json_key(out, "enhanced_code");
+  append_json_string(out, rec.reply->enhanced.str());
+  out.push_back(',');
+  append_json_key(out, "response");
+  append_json_string(out, rec.reply->summary());
+  out.push_back(',');
+  append_json_key(out, "stage");
+  append_json_string(out, stage_name(rec.stage));
+  out.push_back(',');
+  append_json_key(out, "peer");
+  append_json_string(out, rec.peer);
+  out.push_back(',');
+  append_json_key(out, "mx");
+  append_json_string(out, rec.mx);
+  out.push_back(',');
+  append_json_key(out, "attempt");
+  append_json_uint(out, rec.attempt);
+  out.push_back(',');
+  append_json_key(out, "queue_ms");
+  append_json_uint(out, rec.queue_ms < 0 ? 0 : static_cast<uint64_t>(rec.queue_ms));
+  out.push_back(',');
+  append_json_key(out, "shard");
+  append_json_uint(out, rec.shard);
+  if (rec.unknown) {
+    out.push_back(',');
+    append_json_key(out, "unknown_outcome");
+    out.append("true");
+  }
+  if (!rec.note.empty()) {
+    out.push_back(',');
+    append_json_key(out, "note");
+    append_json_string(out, rec.note);
+  }
+  if (!rec.msg->auth_user().empty()) {
+    out.push_back(',');
+    append_json_key(out, "auth_user");
+    append_json_string(out, rec.msg->auth_user());
+  }
+  out.push_back('}');
+}
+
+EventLog::~EventLog() = default;
+
+void EventLog::append_line(std::string_view json) {
+  if (fd_ < 0) {
+    return;
+  }
+  pending_.append(json);
+  pending_.push_back('\n');
+}
+
+void EventLog::flush() {
+  if (fd_ < 0 || writing_ || pending_.empty()) {
+    return;
+  }
+  writing_buf_.swap(pending_);
+  pending_.clear();
+  written_ = 0;
+  writing_ = true;
+  // Offset is ignored for O_APPEND files: the kernel appends each write
+  // whole, so lines of different shards never interleave.
+  ring_.write(fd_, writing_buf_.data(), writing_buf_.size(), 0, this);
+}
+
+void EventLog::complete(int res, uint32_t /*flags*/) {
+  if (res < 0) {
+    ++write_errors_;
+    if (!error_logged_) {
+      RM_LOG_ERROR("event file write failed: %s (events still reach subscribers)",
+                   std::strerror(-res));
+      error_logged_ = true;
+    }
+    writing_ = false;
+    writing_buf_.clear();
+    return;
+  }
+  written_ += static_cast<size_t>(res);
+  if (written_ < writing_buf_.size() && res > 0) {
+    ring_.write(fd_, writing_buf_.data() + written_, writing_buf_.size() - written_, 0, this);
+    return;
+  }
+  error_logged_ = false;
+  writing_ = false;
+  writing_buf_.clear();
+}
+
+}  // namespace ringmail::engine

@@ -1,0 +1,95 @@
+/// events.h — per-recipient delivery events: one JSON object per outcome.
+///
+/// Every attempt outcome (delivered, deferred, bounced) becomes one JSON
+/// line with at least: type, ts, batch, recipient, code, enhanced_code,
+/// response, peer, attempt (docs/protocol.md lists every field). Lines go
+///   - to the event file (each shard appends its own buffered lines with
+///     one io_uring write per loop iteration to an O_APPEND file, so lines
+///     never interleave),
+///   - to subscribers: embedding callbacks run on the shard thread that
+///     produced the event; socket subscribers receive them through the
+///     ingest shard.
+/// Thread safety: an EventLog belongs to one shard.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/delivery_session.h"
+#include "engine/ring.h"
+
+namespace ringmail::engine {
+
+enum class EventType : uint8_t { kDelivered, kDeferred, kBounced };
+std::string_view event_type_name(EventType t);
+
+/// A delivery event as subscribers see it. Views are valid only during the
+/// callback.
+struct EventView {
+  EventType type = EventType::kDeferred;
+  std::string_view batch;
+  std::string_view recipient;
+  std::string_view sender;
+  uint16_t code = 0;
+  std::string_view enhanced_code;
+  std::string_view response;
+  std::string_view peer;
+  std::string_view mx;
+  uint32_t attempt = 0;
+  uint64_t origin = 0;  // ingest connection the batch came from (0: API)
+  std::string_view json;  // the complete JSON object, without newline
+};
+
+using EventCallback = std::function<void(const EventView&)>;
+
+/// The facts of one outcome, before formatting.
+struct OutcomeRecord {
+  EventType type;
+  const Message* msg;
+  std::string_view recipient;
+  const proto::Reply* reply;
+  Stage stage;
+  bool unknown;
+  std::string_view peer;  // "ip:port" or ""
+  std::string_view mx;    // the MX host (or configured host) that answered, or ""
+  uint32_t attempt;
+  int64_t wall_ms;
+  int64_t queue_ms;  // since the batch was accepted
+  uint32_t shard;
+  std::string_view note;  // extra reason (e.g. "expired after 5d"), may be empty
+};
+
+/// Formats `rec` as one JSON object (no newline) appended to `out`.
+void format_event_json(std::string& out, const OutcomeRecord& rec);
+
+class EventLog final : public Completion {
+ public:
+  /// `fd` is the shared O_APPEND event file (or -1).
+  EventLog(Ring& ring, int fd) : ring_(ring), fd_(fd) {}
+  ~EventLog();
+
+  void append_line(std::string_view json);
+  /// Starts a write of buffered lines if none is in flight. Call once per
+  /// loop iteration.
+  void flush();
+  bool idle() const { return !writing_ && pending_.empty(); }
+  uint64_t write_errors() const { return write_errors_; }
+
+  void complete(int res, uint32_t flags) override;
+
+ private:
+  Ring& ring_;
+  int fd_;
+  std::string pending_;
+  std::string writing_buf_;
+  size_t written_ = 0;
+  bool writing_ = false;
+  uint64_t write_errors_ = 0;
+  bool error_logged_ = false;
+};
+
+}  // namespace ringmail::engine

@@ -1,0 +1,29 @@
+#include "engine/message.h"
+
+namespace ringmail::engine {
+
+RefPtr<Message> Message::create(MessageInit init) {
+  auto* m = new Message();
+  m->batch_id_ = std::move(init.batch_id);
+  m->sender_ = std::move(init.sender);
+  m->sender_utf8_ = init.sender_utf8;
+  m->origin_ = init.origin;
+  m->auth_user_ = std::move(init.auth_user);
+  m->accepted_wall_ms_ = init.accepted_wall_ms;
+  m->accepted_at_ = init.accepted_at;
+  m->normalized_.reserve(init.raw.size() + init.raw.size() / 64 + 2);
+  m->info_ = proto::normalize_body(init.raw, m->normalized_);
+  m->normalized_.shrink_to_fit();
+  if (m->info_.needs_stuffing) {
+    m->stuffed_.reserve(m->normalized_.size() + 64);
+    proto::append_dot_stuffed(m->normalized_, m->stuffed_);
+  }
+  return RefPtr<Message>(m);
+}
+
+size_t Message::footprint() const {
+  return sizeof(Message) + normalized_.capacity() + stuffed_.capacity() + batch_id_.capacity() +
+         sender_.capacity();
+}
+
+}  // namespace ringmail::engine

@@ -1,0 +1,116 @@
+/// message.h — a batch's immutable, shared content.
+///
+/// A batch is one message and many recipients. The message (envelope
+/// sender, batch id, and the body in its two wire forms) is built once at
+/// ingest and then only read, by every shard and every connection that
+/// carries one of its recipients, straight from this memory (scatter/gather
+/// sends). Forms:
+///   - bdat_body(): the CRLF-normalised body, sent as a BDAT chunk;
+///   - data_body(): the dot-stuffed form for DATA (the same bytes when no
+///     line starts with '.'), followed on the wire by ".\r\n".
+/// Both are computed once per message, never per recipient or connection.
+///
+/// Lifetime: intrusive atomic reference count (MessageRef). Any thread may
+/// hold a reference; the last release frees it on whichever thread that is
+/// (mimalloc returns cross-thread frees to the owning heap cheaply).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "engine/clock.h"
+#include "proto/message_body.h"
+
+namespace ringmail::engine {
+
+template <class T>
+class RefPtr {
+ public:
+  RefPtr() = default;
+  explicit RefPtr(T* p) : p_(p) {}  // adopts one reference
+  RefPtr(const RefPtr& o) : p_(o.p_) {
+    if (p_ != nullptr) {
+      p_->add_ref();
+    }
+  }
+  RefPtr(RefPtr&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+  RefPtr& operator=(RefPtr o) noexcept {
+    std::swap(p_, o.p_);
+    return *this;
+  }
+  ~RefPtr() {
+    if (p_ != nullptr) {
+      p_->release();
+    }
+  }
+  T* get() const { return p_; }
+  T* operator->() const { return p_; }
+  T& operator*() const { return *p_; }
+  explicit operator bool() const { return p_ != nullptr; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+struct MessageInit {
+  std::string batch_id;
+  std::string sender;  // bare reverse-path; empty = null sender
+  bool sender_utf8 = false;
+  std::string_view raw;  // the platform's bytes (copied once, normalised)
+  uint64_t origin = 0;   // ingest connection id (0 = embedding API)
+  std::string auth_user;  // submission listener user, if any
+  int64_t accepted_wall_ms = 0;
+  TimePoint accepted_at{};
+};
+
+class Message {
+ public:
+  static RefPtr<Message> create(MessageInit init);
+
+  void add_ref() { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void release() {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      delete this;
+    }
+  }
+
+  const std::string& batch_id() const { return batch_id_; }
+  const std::string& sender() const { return sender_; }
+  bool sender_utf8() const { return sender_utf8_; }
+  std::string_view bdat_body() const { return normalized_; }
+  std::string_view data_body() const { return stuffed_.empty() ? normalized_ : stuffed_; }
+  /// Size announced with SIZE= (RFC 1870: the message as transmitted, which
+  /// is the normalised form).
+  uint64_t size() const { return normalized_.size(); }
+  bool eight_bit() const { return info_.eight_bit; }
+  const proto::BodyInfo& body_info() const { return info_; }
+  uint64_t origin() const { return origin_; }
+  const std::string& auth_user() const { return auth_user_; }
+  int64_t accepted_wall_ms() const { return accepted_wall_ms_; }
+  TimePoint accepted_at() const { return accepted_at_; }
+  /// Approximate heap bytes held, for the memory budget.
+  size_t footprint() const;
+
+ private:
+  Message() = default;
+  ~Message() = default;
+
+  std::atomic<uint32_t> refs_{1};
+  proto::BodyInfo info_;
+  std::string batch_id_;
+  std::string sender_;
+  bool sender_utf8_ = false;
+  std::string normalized_;
+  std::string stuffed_;  // empty unless some line starts with '.'
+  uint64_t origin_ = 0;
+  std::string auth_user_;
+  int64_t accepted_wall_ms_ = 0;
+  TimePoint accepted_at_{};
+};
+
+using MessageRef = RefPtr<Message>;
+
+}  // namespace ringmail::engine

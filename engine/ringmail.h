@@ -1,0 +1,96 @@
+/// ringmail.h — ringmail as a library: the public embedding API.
+///
+/// A platform that wants ringmail inside its own process starts an Engine
+/// from a Config, submits batches (the same semantics as the Unix socket:
+/// one message, many recipients, an acknowledgement saying what was
+/// accepted), subscribes to per-recipient delivery events, and drains and
+/// stops it. `ringmaild` is a thin main over this API.
+///
+/// Thread safety: every Engine method may be called from any thread.
+/// Event callbacks run on the engine's shard threads, concurrently from
+/// different shards; they must be quick and must not call back into the
+/// Engine synchronously (queue the work instead).
+///
+/// Example:
+///   auto cfg = ringmail::engine::parse_config(my_toml, "app");
+///   auto eng = ringmail::Engine::start(std::move(*cfg));
+///   (*eng)->subscribe([](const ringmail::EventView& e) { record(e.json); });
+///   ringmail::Batch b{.sender = "news@example.com", .message = raw,
+///                     .recipients = {"a@example.org", "b@example.net"}};
+///   ringmail::proto::Ack ack = (*eng)->submit(b);
+///   (*eng)->drain(std::chrono::seconds(60));
+///   (*eng)->shutdown(std::chrono::seconds(5));
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/clock.h"
+#include "engine/config.h"
+#include "engine/events.h"
+#include "proto/batch_wire.h"
+#include "proto/result.h"
+
+namespace ringmail {
+
+namespace engine {
+class Runtime;
+}
+
+using engine::EventCallback;
+using engine::EventType;
+using engine::EventView;
+
+struct Batch {
+  std::string batch_id;  // optional; assigned when empty
+  std::string sender;    // bare address; empty = null reverse-path
+  std::string message;   // raw RFC 5322 bytes
+  std::vector<std::string> recipients;
+};
+
+struct Stats {
+  uint64_t delivered = 0;   // delivered events
+  uint64_t deferred = 0;    // deferred events (attempts that will be retried)
+  uint64_t bounced = 0;     // bounced events
+  uint64_t unfinished = 0;  // accepted recipients not yet final
+  uint64_t connections_opened = 0;
+  uint64_t transactions = 0;
+  uint64_t unknown_outcomes = 0;
+};
+
+class Engine {
+ public:
+  /// Starts the shards (and the socket listener when ingest.socket is set).
+  /// `clock` (tests) must outlive the engine; null means the system clock.
+  static Result<std::unique_ptr<Engine>> start(engine::Config config,
+                                               const engine::Clock* clock = nullptr);
+  ~Engine();
+  Engine(const Engine&) = delete;
+  Engine& operator=(const Engine&) = delete;
+
+  /// Validates and queues a batch; returns its acknowledgement. Recipients
+  /// reported as accepted will each get events ending in exactly one final
+  /// one (delivered or bounced), unless the engine is shut down first.
+  proto::Ack submit(const Batch& batch);
+  uint64_t subscribe(EventCallback callback);
+  void unsubscribe(uint64_t id);
+  /// Waits until every accepted recipient is final, or `timeout` passes.
+  bool drain(std::chrono::milliseconds timeout);
+  /// Stops accepting, gives queued mail up to `grace`, then stops. With
+  /// the spool off, what is still queued then is not kept.
+  void shutdown(std::chrono::milliseconds grace);
+  Stats stats() const;
+  const engine::Config& config() const;
+  /// With a ManualClock: after advancing it, wake the shards so they look at
+  /// their timers.
+  void wake_for_test();
+
+ private:
+  explicit Engine(std::unique_ptr<engine::Runtime> rt);
+  std::unique_ptr<engine::Runtime> rt_;
+};
+
+}  // namespace ringmail

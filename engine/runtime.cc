@@ -1,0 +1,384 @@
+#include "engine/runtime.h"
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <unordered_set>
+
+#include "engine/log.h"
+#include "proto/address.h"
+
+namespace ringmail::engine {
+namespace {
+
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof addr.sun_path) {
+    return make_error(Errc::kConfig, "ingest.socket: path longer than " +
+                                         std::to_string(sizeof addr.sun_path - 1) + " bytes");
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) {
+    return make_error(Errc::kIo, std::string("socket(AF_UNIX): ") + std::strerror(errno));
+  }
+  struct stat st;
+  if (::lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) {
+      ::close(fd);
+      return make_error(Errc::kConfig, "ingest.socket: " + path + " exists and is not a socket");
+    }
+    int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    bool live = probe >= 0 &&
+                ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    if (probe >= 0) {
+      ::close(probe);
+    }
+    if (live) {
+      ::close(fd);
+      return make_error(Errc::kBusy, "ingest.socket: another process is listening on " + path);
+    }
+    ::unlink(path.c_str());  // stale socket of a previous run
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    int e = errno;
+    ::close(fd);
+    return make_error(Errc::kIo, "ingest.socket: bind " + path + ": " + std::strerror(e));
+  }
+  if (::chmod(path.c_str(), mode) != 0 || ::listen(fd, 256) != 0) {
+    int e = errno;
+    ::close(fd);
+    ::unlink(path.c_str());
+    return make_error(Errc::kIo, "ingest.socket: " + path + ": " + std::strerror(e));
+  }
+  return fd;
+}
+
+void accept_job_msg(Shard& shard, void* p, uint64_t /*a*/) {
+  shard.scheduler().accept(static_cast<Job*>(p));
+}
+
+}  // namespace
+
+Runtime::Runtime(Config config, const Clock* clock)
+    : config_(std::move(config)), clock_(clock != nullptr ? clock : &SystemClock::instance()) {}
+
+Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* clock) {
+  std::unique_ptr<Runtime> rt(new Runtime(std::move(config), clock));
+  Config& c = rt->config_;
+  uint32_t n = c.engine.shards;
+  if (n == 0) {
+    long cpus = ::sysconf(_SC_NPROCESSORS_ONLN);
+    n = cpus > 0 ? static_cast<uint32_t>(cpus) : 1;
+  }
+  // A batch id prefix unique to this start: ids stay unique across restarts.
+  char prefix[32];
+  std::snprintf(prefix, sizeof prefix, "b%llx-",
+                static_cast<unsigned long long>(SystemClock::instance().wall_ms()));
+  rt->batch_prefix_ = prefix;
+
+  if (!c.events.file.empty()) {
+    rt->event_fd_ = ::open(c.events.file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (rt->event_fd_ < 0) {
+      return make_error(Errc::kIo,
+                        "events.file: cannot open " + c.events.file + ": " + std::strerror(errno));
+    }
+  }
+  if (!c.ingest.socket.empty()) {
+    auto fd = open_listen_socket(c.ingest.socket, c.ingest.socket_mode);
+    if (!fd.ok()) {
+      return std::move(fd).take_error();
+    }
+    rt->listen_fd_ = *fd;
+  }
+  for (uint32_t i = 0; i < n * n; ++i) {
+    rt->rings_.push_back(std::make_unique<ShardRing>());
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    rt->external_.push_back(std::make_unique<MpscQueue>());
+    rt->shards_.push_back(std::make_unique<Shard>(*rt, i, n));
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    Shard* s = rt->shards_[i].get();
+    rt->threads_.emplace_back([s] { s->run(); });
+  }
+  std::unique_lock lock(rt->mu_);
+  rt->cv_.wait(lock, [&] { return rt->started_ == n; });
+  if (!rt->start_errors_.empty()) {
+    Error e = rt->start_errors_.front();
+    lock.unlock();
+    rt->shutdown(Millis(0));
+    return e;
+  }
+  return rt;
+}
+
+Runtime::~Runtime() {
+  shutdown(Millis(0));
+  if (event_fd_ >= 0) {
+    ::close(event_fd_);
+  }
+}
+
+void Runtime::shard_started(uint32_t /*id*/, Result<void> result) {
+  std::lock_guard lock(mu_);
+  if (!result.ok()) {
+    start_errors_.push_back(result.error());
+  }
+  ++started_;
+  cv_.notify_all();
+}
+
+uint32_t Runtime::shard_for_domain(std::string_view lower_domain) const {
+  return static_cast<uint32_t>(fnv1a(lower_domain) % shards_.size());
+}
+
+void Runtime::post_external(uint32_t dst, std::function<void(Shard&)> fn) {
+  auto* t = new ExternalTask();
+  t->fn = std::move(fn);
+  external_[dst]->push(t);
+  shards_[dst]->wake();
+}
+
+std::string Runtime::next_batch_id() {
+  return batch_prefix_ + std::to_string(batch_seq_.fetch_add(1, std::memory_order_relaxed) + 1);
+}
+
+proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
+  proto::Ack ack;
+  ack.batch_id = in.batch_id.empty() ? next_batch_id() : std::string(in.batch_id);
+  auto reject = [&](std::string reason) {
+    ack.status = proto::AckStatus::kRejected;
+    ack.reason = std::move(reason);
+    return ack;
+  };
+  if (!accepting()) {
+    ack.status = proto::AckStatus::kTryLater;
+    ack.reason = "ringmail is shutting down";
+    return ack;
+  }
+  if (in.message.size() > config_.ingest.max_message_bytes) {
+    return reject("message is " + std::to_string(in.message.size()) +
+                  " bytes, over the limit of " + std::to_string(config_.ingest.max_message_bytes));
+  }
+  if (in.recipients.empty()) {
+    return reject("batch has no recipients");
+  }
+  if (in.recipients.size() > config_.ingest.max_recipients) {
+    return reject("batch has " + std::to_string(in.recipients.size()) +
+                  " recipients, over the limit of " +
+                  std::to_string(config_.ingest.max_recipients));
+  }
+  bool sender_utf8 = false;
+  if (!in.sender.empty()) {
+    auto s = proto::parse_mailbox(in.sender);
+    if (!s.ok()) {
+      return reject("invalid sender: " + s.error().message);
+    }
+    sender_utf8 = s->utf8;
+  }
+  // Pass 1: validate, normalise the domain, pick the shard, size arenas.
+  const uint32_t n = shard_count();
+  struct Parsed {
+    std::string addr;  // local@lower-domain
+    uint32_t shard;
+    uint16_t domain_off;
+  };
+  std::vector<Parsed> parsed;
+  parsed.reserve(in.recipients.size());
+  std::vector<size_t> arena_bytes(n, 0), counts(n, 0);
+  std::unordered_set<std::string_view> seen;
+  seen.reserve(in.recipients.size());
+  for (uint32_t i = 0; i < in.recipients.size(); ++i) {
+    auto mb = proto::parse_mailbox(in.recipients[i]);
+    if (!mb.ok()) {
+      ack.rejections.push_back({i, proto::RejectReason::kInvalidAddress, mb.error().message});
+      continue;
+    }
+    if (mb->domain_literal) {
+      ack.rejections.push_back(
+          {i, proto::RejectReason::kPolicy, "address literals are not routable by ringmail"});
+      continue;
+    }
+    Parsed p;
+    std::string dom = proto::normalize_domain(mb->domain);
+    p.addr.reserve(mb->local.size() + 1 + dom.size());
+    // The local part is kept exactly as written (quoted form included).
+    std::string_view raw = in.recipients[i];
+    p.addr.append(raw.substr(0, raw.rfind('@')));
+    p.addr.push_back('@');
+    p.domain_off = static_cast<uint16_t>(p.addr.size());
+    p.addr.append(dom);
+    p.shard = shard_for_domain(dom);
+    parsed.push_back(std::move(p));
+  }
+  // Duplicates: the same (local part, domain) twice in one batch would be
+  // delivered twice; the later ones are refused.
+  std::vector<uint8_t> keep(parsed.size(), 1);
+  {
+    size_t pi = 0;
+    size_t rej = 0;
+    for (uint32_t i = 0; i < in.recipients.size(); ++i) {
+      if (rej < ack.rejections.size() && ack.rejections[rej].index == i) {
+        ++rej;
+        continue;
+      }
+      Parsed& p = parsed[pi];
+      if (!seen.insert(p.addr).second) {
+        keep[pi] = 0;
+        ack.rejections.push_back({i, proto::RejectReason::kDuplicate,
+                                  "duplicate of an earlier recipient in this batch"});
+      } else {
+        arena_bytes[p.shard] += p.addr.size();
+        ++counts[p.shard];
+      }
+      ++pi;
+    }
+  }
+  std::sort(ack.rejections.begin(), ack.rejections.end(),
+            [](const proto::Rejection& a, const proto::Rejection& b) { return a.index < b.index; });
+  uint64_t accepted = 0;
+  for (uint32_t s = 0; s < n; ++s) {
+    accepted += counts[s];
+  }
+  if (accepted == 0) {
+    ack.status = proto::AckStatus::kRejected;
+    ack.reason = "no valid recipient";
+    return ack;
+  }
+  MessageInit mi;
+  mi.batch_id = ack.batch_id;
+  mi.sender = std::string(in.sender);
+  mi.sender_utf8 = sender_utf8;
+  mi.raw = in.message;
+  mi.origin = in.origin;
+  mi.auth_user = std::string(in.auth_user);
+  mi.accepted_wall_ms = clock_->wall_ms();
+  mi.accepted_at = clock_->now();
+  MessageRef msg = Message::create(std::move(mi));
+  // Pass 2: build one job per shard that has recipients.
+  std::vector<Job*> jobs(n, nullptr);
+  for (size_t i = 0; i < parsed.size(); ++i) {
+    if (!keep[i]) {
+      continue;
+    }
+    Parsed& p = parsed[i];
+    Job*& j = jobs[p.shard];
+    if (j == nullptr) {
+      j = new Job();
+      j->msg = msg;
+      j->addrs.reserve(arena_bytes[p.shard]);
+      j->rcpts.reserve(counts[p.shard]);
+    }
+    j->add(p.addr, p.domain_off);
+  }
+  unfinished_.fetch_add(accepted, std::memory_order_acq_rel);
+  for (uint32_t s = 0; s < n; ++s) {
+    if (jobs[s] == nullptr) {
+      continue;
+    }
+    jobs[s]->unfinished = static_cast<uint32_t>(jobs[s]->rcpts.size());
+    if (from_shard >= 0) {
+      shards_[static_cast<uint32_t>(from_shard)]->post(s, ShardMsg{&accept_job_msg, jobs[s], 0});
+    } else {
+      Job* j = jobs[s];
+      post_external(s, [j](Shard& shard) { shard.scheduler().accept(j); });
+    }
+  }
+  ack.status = proto::AckStatus::kAccepted;
+  ack.accepted = static_cast<uint32_t>(accepted);
+  return ack;
+}
+
+void Runtime::recipients_final(uint64_t n) {
+  if (unfinished_.fetch_sub(n, std::memory_order_acq_rel) == n) {
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+  }
+}
+
+bool Runtime::wait_idle(Millis timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return unfinished() == 0; });
+}
+
+uint64_t Runtime::subscribe(EventCallback cb) {
+  uint64_t id = subscriber_seq_.fetch_add(1) + 1;
+  for (uint32_t i = 0; i < shard_count(); ++i) {
+    post_external(i, [id, cb](Shard& s) { s.add_subscriber(id, cb); });
+  }
+  return id;
+}
+
+void Runtime::unsubscribe(uint64_t id) {
+  for (uint32_t i = 0; i < shard_count(); ++i) {
+    post_external(i, [id](Shard& s) { s.remove_subscriber(id); });
+  }
+}
+
+void Runtime::wake_all() {
+  for (auto& s : shards_) {
+    s->wake();
+  }
+}
+
+Runtime::Totals Runtime::totals() const {
+  Totals t;
+  for (const auto& s : shards_) {
+    ShardStats& st = s->stats_;
+    t.delivered += st.delivered.load(std::memory_order_relaxed);
+    t.deferred += st.deferred.load(std::memory_order_relaxed);
+    t.bounced += st.bounced.load(std::memory_order_relaxed);
+    t.connections_opened += st.connections_opened.load(std::memory_order_relaxed);
+    t.transactions += st.transactions.load(std::memory_order_relaxed);
+    t.unknown_outcomes += st.unknown_outcomes.load(std::memory_order_relaxed);
+  }
+  t.unfinished = unfinished();
+  return t;
+}
+
+void Runtime::shutdown(Millis grace) {
+  if (stopped_) {
+    return;
+  }
+  stopped_ = true;
+  accepting_.store(false, std::memory_order_release);
+  if (!threads_.empty() && grace.count() > 0 && unfinished() > 0) {
+    if (!wait_idle(grace)) {
+      RM_LOG_WARN("shutdown: %llu recipients still queued after %lldms; in-flight ones are "
+                  "deferred and, with the spool off, the rest are not kept",
+                  static_cast<unsigned long long>(unfinished()),
+                  static_cast<long long>(grace.count()));
+    }
+  }
+  for (auto& s : shards_) {
+    s->request_stop();
+  }
+  for (auto& t : threads_) {
+    t.join();
+  }
+  threads_.clear();
+  if (listen_fd_ >= 0) {
+    ::close(listen_fd_);
+    listen_fd_ = -1;
+    ::unlink(config_.ingest.socket.c_str());
+  }
+}
+
+}  // namespace ringmail::engine

@@ -1,0 +1,116 @@
+/// runtime.h — the engine's internals behind the public API (ringmail.h):
+/// shards, the cross-shard rings, batch acceptance and accounting.
+///
+/// Thread safety is stated per method. The Runtime outlives its shards'
+/// threads: start() returns once every shard's ring is up, shutdown() joins
+/// them.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/events.h"
+#include "engine/shard.h"
+#include "proto/batch_wire.h"
+
+namespace ringmail::engine {
+
+/// A batch as the embedding API and the socket ingest hand it over.
+struct BatchInput {
+  std::string_view batch_id;  // empty: one is assigned
+  std::string_view sender;
+  std::string_view message;
+  std::vector<std::string_view> recipients;
+  uint64_t origin = 0;  // ingest connection id; 0 = embedding API
+  std::string_view auth_user;
+};
+
+class Runtime {
+ public:
+  /// Starts the shards. `clock` may be null (system clock); when given it
+  /// must outlive the Runtime. Errors: ring creation, event file, socket.
+  static Result<std::unique_ptr<Runtime>> start(Config config, const Clock* clock);
+  ~Runtime();
+
+  // --- any thread -----------------------------------------------------------
+  const Config& config() const { return config_; }
+  const Clock& clock() const { return *clock_; }
+  uint32_t shard_count() const { return static_cast<uint32_t>(shards_.size()); }
+  uint32_t shard_for_domain(std::string_view lower_domain) const;
+  /// Runs `fn` on shard `dst`'s thread.
+  void post_external(uint32_t dst, std::function<void(Shard&)> fn);
+  /// Validates a batch, splits it into per-shard jobs and queues them. The
+  /// returned ack says what was accepted. Runs on the caller's thread
+  /// (`from_shard` is the calling shard, or -1 for a non-shard thread).
+  proto::Ack accept_batch(const BatchInput& in, int from_shard);
+  uint64_t subscribe(EventCallback cb);
+  void unsubscribe(uint64_t id);
+  /// Recipients accepted and not yet final.
+  uint64_t unfinished() const { return unfinished_.load(std::memory_order_acquire); }
+  /// Waits until unfinished() == 0 or `timeout` passes. True when idle.
+  bool wait_idle(Millis timeout);
+  /// Stops accepting, waits up to `grace` for queued mail, then closes every
+  /// connection (in-flight recipients deferred) and joins the shards.
+  void shutdown(Millis grace);
+  /// Tests with a ManualClock: wake every shard so timers are re-examined.
+  void wake_all();
+  bool accepting() const { return accepting_.load(std::memory_order_acquire); }
+  int event_file_fd() const { return event_fd_; }
+  int ingest_listen_fd() const { return listen_fd_; }
+  uint32_t socket_subscribers() const {
+    return socket_subscribers_.load(std::memory_order_acquire);
+  }
+  void add_socket_subscriber(int delta) { socket_subscribers_.fetch_add(delta); }
+
+  struct Totals {
+    uint64_t delivered = 0, deferred = 0, bounced = 0, connections_opened = 0,
+             transactions = 0, unknown_outcomes = 0, unfinished = 0;
+  };
+  Totals totals() const;
+
+  // --- shard threads ----------------------------------------------------------
+  Shard& shard(uint32_t i) { return *shards_[i]; }
+  ShardRing& ring(uint32_t from, uint32_t to) { return *rings_[from * shard_count() + to]; }
+  void recipients_final(uint64_t n);
+  /// Shard i finished creating its ring (ok or not).
+  void shard_started(uint32_t id, Result<void> result);
+
+ private:
+  Runtime(Config config, const Clock* clock);
+  std::string next_batch_id();
+
+  Config config_;
+  const Clock* clock_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::vector<std::unique_ptr<ShardRing>> rings_;
+  std::vector<std::unique_ptr<MpscQueue>> external_;
+  std::vector<std::thread> threads_;
+  std::atomic<uint64_t> unfinished_{0};
+  std::atomic<uint64_t> batch_seq_{0};
+  std::atomic<uint64_t> subscriber_seq_{0};
+  std::atomic<uint32_t> socket_subscribers_{0};
+  std::atomic<bool> accepting_{true};
+  std::string batch_prefix_;
+  int event_fd_ = -1;
+  int listen_fd_ = -1;
+  bool stopped_ = false;
+
+  std::mutex mu_;  // start-up handshake and idle waits only, never the data path
+  std::condition_variable cv_;
+  uint32_t started_ = 0;
+  std::vector<Error> start_errors_;
+
+  friend class Shard;
+  MpscQueue& external_queue(uint32_t i) { return *external_[i]; }
+};
+
+}  // namespace ringmail::engine

@@ -1,0 +1,316 @@
+#include "engine/shard.h"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "engine/ingest.h"
+#include "engine/log.h"
+#include "engine/runtime.h"
+
+namespace ringmail::engine {
+namespace {
+
+void forward_events_msg(Shard& shard, void* p, uint64_t /*a*/) {
+  std::unique_ptr<std::string> buf(static_cast<std::string*>(p));
+  if (shard.ingest() != nullptr) {
+    shard.ingest()->deliver_events(*buf);
+  }
+}
+
+}  // namespace
+
+Shard::Shard(Runtime& rt, uint32_t id, uint32_t shard_count) : rt_(rt), id_(id) {
+  overflow_.resize(shard_count);
+  wake_pending_.assign(shard_count, 0);
+  wake_op_.shard = this;
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
+
+Shard::~Shard() {
+  if (wake_fd_ >= 0) {
+    ::close(wake_fd_);
+  }
+}
+
+const Clock& Shard::clock() const { return rt_.clock(); }
+const Config& Shard::config() const { return rt_.config(); }
+
+void Shard::run() {
+  set_log_shard(static_cast<int>(id_));
+  if (wake_fd_ < 0) {
+    rt_.shard_started(id_, make_error(Errc::kIo, std::string("eventfd: ") + std::strerror(errno)));
+    return;
+  }
+  Ring::Options ro;
+  ro.entries = config().engine.ring_entries;
+  auto ring = Ring::create(ro);
+  if (!ring.ok()) {
+    rt_.shard_started(id_, std::move(ring).take_error());
+    return;
+  }
+  ring_ = std::move(*ring);
+  if (id_ == 0) {
+    RM_LOG_INFO("io_uring features: %s", ring_->features().describe().c_str());
+  }
+  timers_ = std::make_unique<TimerWheel>(clock().now());
+  dns_client_ = std::make_unique<DnsClient>(*ring_, config().dns);
+  if (auto r = dns_client_->init(); !r.ok()) {
+    rt_.shard_started(id_, std::move(r).take_error());
+    return;
+  }
+  dns_cache_ = std::make_unique<DnsCache>(*dns_client_, clock(), config().dns);
+  route_resolver_ = std::make_unique<RouteResolver>(
+      *dns_cache_, clock(), config(), 0x2545F4914F6CDD1Dull * (id_ + 1) ^ clock().wall_ms());
+  scheduler_ = std::make_unique<Scheduler>(*this);
+  event_log_ = std::make_unique<EventLog>(*ring_, rt_.event_file_fd());
+  if (id_ == 0 && rt_.ingest_listen_fd() >= 0) {
+    ingest_ = std::make_unique<Ingest>(*this, rt_.ingest_listen_fd());
+    ingest_->start();
+  }
+  arm_wake();
+  rt_.shard_started(id_, ok_result());
+  loop();
+  // Final flush of the event file: wait for the last write.
+  for (int i = 0; i < 1000 && !event_log_->idle(); ++i) {
+    event_log_->flush();
+    ring_->submit_and_wait(Millis(10));
+    ring_->reap();
+  }
+  ingest_.reset();
+  // c-ares first: destroying the channel drops its callbacks, so nothing
+  // calls into the scheduler while it goes away.
+  dns_client_.reset();
+  route_resolver_.reset();
+  dns_cache_.reset();
+  scheduler_.reset();
+  event_log_.reset();
+  timers_.reset();
+  ring_.reset();
+}
+
+void Shard::arm_wake() { ring_->read(wake_fd_, &wake_op_.value, sizeof wake_op_.value, 0, &wake_op_); }
+
+void Shard::WakeOp::complete(int /*res*/, uint32_t /*flags*/) { shard->arm_wake(); }
+
+void Shard::wake() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (sleeping_.load(std::memory_order_seq_cst)) {
+    uint64_t one = 1;
+    ssize_t w = ::write(wake_fd_, &one, sizeof one);
+    (void)w;  // EAGAIN only when the counter is saturated: already awake-able
+  }
+}
+
+void Shard::request_stop() {
+  stop_requested_.store(true, std::memory_order_release);
+  wake();
+}
+
+void Shard::post(uint32_t dst, ShardMsg msg) {
+  if (dst == id_) {
+    local_.push_back(msg);
+    return;
+  }
+  auto& over = overflow_[dst];
+  if (!over.empty() || !rt_.ring(id_, dst).try_push(msg)) {
+    over.push_back(msg);  // order is kept: the ring takes the overflow first
+  }
+  wake_pending_[dst] = 1;
+}
+
+void Shard::flush_outbound() {
+  for (uint32_t dst = 0; dst < overflow_.size(); ++dst) {
+    auto& over = overflow_[dst];
+    while (!over.empty() && rt_.ring(id_, dst).try_push(over.front())) {
+      over.pop_front();
+    }
+    if (wake_pending_[dst]) {
+      wake_pending_[dst] = 0;
+      rt_.shard(dst).wake();
+    }
+  }
+}
+
+bool Shard::drain_inbound() {
+  bool more = false;
+  auto run = [this](const ShardMsg& m) { m.fn(*this, m.p, m.a); };
+  for (uint32_t src = 0; src < rt_.shard_count(); ++src) {
+    if (src == id_) {
+      continue;
+    }
+    if (rt_.ring(src, id_).drain(run, kShardDrainBatch) == kShardDrainBatch) {
+      more = true;
+    }
+  }
+  MpscQueue& ext = rt_.external_queue(id_);
+  for (size_t i = 0; i < kShardDrainBatch; ++i) {
+    MpscNode* n = ext.pop();
+    if (n == nullptr) {
+      break;
+    }
+    std::unique_ptr<ExternalTask> t(static_cast<ExternalTask*>(n));
+    t->fn(*this);
+    if (i + 1 == kShardDrainBatch) {
+      more = true;
+    }
+  }
+  return more;
+}
+
+void Shard::forward_events() {
+  if (forward_.empty()) {
+    return;
+  }
+  if (id_ == 0) {
+    if (ingest_ != nullptr) {
+      ingest_->deliver_events(forward_);
+    }
+    forward_.clear();
+    return;
+  }
+  post(0, ShardMsg{&forward_events_msg, new std::string(std::move(forward_)), 0});
+  forward_.clear();
+}
+
+// Run loop invariants:
+//  1. The loop blocks only in Ring::submit_and_wait, and only after it set
+//     sleeping_ and found every inbound queue empty; producers that push
+//     after that see sleeping_ and write the eventfd (no lost wake-up).
+//  2. Each iteration drains at most kShardDrainBatch messages per inbound
+//     queue, so a flood from one shard cannot starve timers and I/O.
+//  3. Timers advance once per iteration from the Clock; the wait deadline
+//     is the wheel's next wake-up (manual clocks wait for a wake instead).
+//  4. Event output, cross-shard overflow and wake-ups are flushed once per
+//     iteration, so wake-up syscalls are batched, never per message.
+void Shard::loop() {
+  bool stopping = false;
+  for (;;) {
+    ring_->reap();
+    timers_->advance(clock().now());
+    dns_client_->process_timeouts();
+    bool more = drain_inbound();
+    for (size_t n = local_.size(); n > 0 && !local_.empty(); --n) {
+      ShardMsg m = local_.front();
+      local_.pop_front();
+      m.fn(*this, m.p, m.a);
+    }
+    if (ingest_ != nullptr) {
+      ingest_->flush();
+    }
+    event_log_->flush();
+    forward_events();
+    flush_outbound();
+    if (stop_requested_.load(std::memory_order_acquire)) {
+      if (!stopping) {
+        stopping = true;
+        if (ingest_ != nullptr) {
+          ingest_->stop();
+        }
+        scheduler_->abort_all();
+      }
+      if (scheduler_->quiescent() && (ingest_ == nullptr || ingest_->stopped())) {
+        break;
+      }
+    }
+    Nanos timeout(0);
+    bool pending = more || !local_.empty();
+    for (const auto& over : overflow_) {
+      pending = pending || !over.empty();
+    }
+    if (!pending) {
+      auto next = timers_->next_wakeup();
+      if (clock().manual() || stopping) {
+        timeout = stopping ? Millis(10) : Millis(1000);
+        if (next && *next <= clock().now()) {
+          timeout = Nanos(0);
+        }
+      } else if (next) {
+        timeout = std::max(Nanos(0), *next - clock().now());
+      } else {
+        timeout = Millis(60'000);
+      }
+      // c-ares keeps real time whatever the engine clock is.
+      if (auto dns = dns_client_->next_deadline()) {
+        auto left = *dns - std::chrono::steady_clock::now();
+        timeout = std::max(Nanos(0), std::min<Nanos>(timeout, left));
+      }
+    }
+    if (timeout.count() > 0) {
+      sleeping_.store(true, std::memory_order_seq_cst);
+      bool inbound = !local_.empty() || rt_.external_queue(id_).maybe_nonempty();
+      for (uint32_t src = 0; src < rt_.shard_count() && !inbound; ++src) {
+        inbound = src != id_ && !rt_.ring(src, id_).empty();
+      }
+      if (inbound || stop_requested_.load(std::memory_order_acquire) != stopping) {
+        timeout = Nanos(0);
+      }
+    }
+    int rc = ring_->submit_and_wait(timeout);
+    sleeping_.store(false, std::memory_order_relaxed);
+    if (rc < 0) {
+      RM_LOG_ERROR("io_uring_enter: %s", std::strerror(-rc));
+    }
+  }
+}
+
+void Shard::emit(const OutcomeRecord& rec) {
+  switch (rec.type) {
+    case EventType::kDelivered:
+      stats_.delivered.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case EventType::kDeferred:
+      stats_.deferred.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case EventType::kBounced:
+      stats_.bounced.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
+  if (rec.unknown) {
+    stats_.unknown_outcomes.fetch_add(1, std::memory_order_relaxed);
+  }
+  json_scratch_.clear();
+  format_event_json(json_scratch_, rec);
+  event_log_->append_line(json_scratch_);
+  if (!subscribers_.empty()) {
+    EventView v;
+    v.type = rec.type;
+    v.batch = rec.msg->batch_id();
+    v.recipient = rec.recipient;
+    v.sender = rec.msg->sender();
+    v.code = rec.reply->code;
+    std::string enh = rec.reply->enhanced.str();
+    v.enhanced_code = enh;
+    std::string resp = rec.reply->summary();
+    v.response = resp;
+    v.peer = rec.peer;
+    v.mx = rec.mx;
+    v.attempt = rec.attempt;
+    v.origin = rec.msg->origin();
+    v.json = json_scratch_;
+    for (auto& [id, cb] : subscribers_) {
+      cb(v);
+    }
+  }
+  if (rt_.socket_subscribers() > 0) {
+    uint64_t origin = rec.msg->origin();
+    auto len = static_cast<uint32_t>(json_scratch_.size());
+    forward_.append(reinterpret_cast<const char*>(&origin), sizeof origin);
+    forward_.append(reinterpret_cast<const char*>(&len), sizeof len);
+    forward_.append(json_scratch_);
+  }
+}
+
+void Shard::recipient_final(uint64_t n) { rt_.recipients_final(n); }
+
+void Shard::add_subscriber(uint64_t id, EventCallback cb) {
+  subscribers_.emplace_back(id, std::move(cb));
+}
+
+void Shard::remove_subscriber(uint64_t id) {
+  std::erase_if(subscribers_, [id](const auto& s) { return s.first == id; });
+}
+
+}  // namespace ringmail::engine

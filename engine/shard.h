@@ -1,0 +1,141 @@
+/// shard.h — one thread, one io_uring, its timers, queues and connections.
+///
+/// A shard owns, without locks: its Ring, its TimerWheel, its Scheduler
+/// (destinations, retries, SMTP connections) and its EventLog. Other
+/// threads reach it only through messages:
+///   - from another shard: the SpscRing for that ordered pair (post());
+///   - from a non-shard thread (embedding API): an MpscQueue
+///     (Runtime::post_external()).
+/// A sleeping shard is woken through an eventfd whose read is always
+/// pending on its ring; producers write to it only when the shard has said
+/// it is about to sleep, so a busy shard costs no wake-up syscalls.
+///
+/// Messages are `ShardMsg{fn, p, a}` (a function pointer and two words):
+/// nothing is allocated to send one. Cross-shard calls never wait for an
+/// answer; an answer is another message back (no cycles, no blocking).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/clock.h"
+#include "engine/config.h"
+#include "engine/events.h"
+#include "engine/resolver.h"
+#include "engine/ring.h"
+#include "engine/scheduler.h"
+#include "engine/spsc_ring.h"
+#include "engine/timer_wheel.h"
+
+namespace ringmail::engine {
+
+class Runtime;
+class Shard;
+class Ingest;
+
+struct ShardMsg {
+  void (*fn)(Shard& shard, void* p, uint64_t a);
+  void* p;
+  uint64_t a;
+};
+
+/// Cross-shard ring: capacity and drain batch are named so their cost is
+/// visible. 4096 messages of 24 bytes = 96 KiB per ordered shard pair.
+inline constexpr size_t kShardRingCapacity = 4096;
+inline constexpr size_t kShardDrainBatch = 256;
+using ShardRing = SpscRing<ShardMsg, kShardRingCapacity>;
+
+struct ExternalTask : MpscNode {
+  std::function<void(Shard&)> fn;
+};
+
+/// Relaxed counters, written by the owning shard, read by anyone.
+struct ShardStats {
+  std::atomic<uint64_t> delivered{0};
+  std::atomic<uint64_t> deferred{0};
+  std::atomic<uint64_t> bounced{0};
+  std::atomic<uint64_t> connections_opened{0};
+  std::atomic<uint64_t> transactions{0};
+  std::atomic<uint64_t> unknown_outcomes{0};
+};
+
+class Shard {
+ public:
+  Shard(Runtime& rt, uint32_t id, uint32_t shard_count);
+  ~Shard();
+
+  /// Thread body. Creates the ring, signals readiness, runs until stopped.
+  void run();
+
+  // --- shard thread only ----------------------------------------------------
+  uint32_t id() const { return id_; }
+  Ring& ring() { return *ring_; }
+  TimerWheel& timers() { return *timers_; }
+  const Clock& clock() const;
+  const Config& config() const;
+  Runtime& runtime() { return rt_; }
+  Scheduler& scheduler() { return *scheduler_; }
+  RouteResolver& resolver() { return *route_resolver_; }
+  DnsClient& dns() { return *dns_client_; }
+  Ingest* ingest() { return ingest_.get(); }
+  /// Sends a message to shard `dst` (may be this shard: it runs on the next
+  /// loop iteration, never re-entrantly).
+  void post(uint32_t dst, ShardMsg msg);
+  /// Records one outcome: event file, subscribers, counters.
+  void emit(const OutcomeRecord& rec);
+  /// Called when a recipient became final (delivered, bounced, expired).
+  void recipient_final(uint64_t n);
+  void add_subscriber(uint64_t id, EventCallback cb);
+  void remove_subscriber(uint64_t id);
+  ShardStats& stats() { return stats_; }
+
+  // --- any thread -------------------------------------------------------------
+  /// Wakes the shard if it sleeps (cheap when it does not).
+  void wake();
+  /// Asks the loop to stop once no connection is left.
+  void request_stop();
+
+ private:
+  friend class Runtime;
+  struct WakeOp final : Completion {
+    Shard* shard;
+    uint64_t value = 0;
+    void complete(int res, uint32_t flags) override;
+  };
+
+  void loop();
+  bool drain_inbound();
+  void flush_outbound();
+  void arm_wake();
+  void forward_events();
+
+  Runtime& rt_;
+  const uint32_t id_;
+  std::unique_ptr<Ring> ring_;
+  std::unique_ptr<TimerWheel> timers_;
+  std::unique_ptr<DnsClient> dns_client_;
+  std::unique_ptr<DnsCache> dns_cache_;
+  std::unique_ptr<RouteResolver> route_resolver_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<EventLog> event_log_;
+  std::unique_ptr<Ingest> ingest_;
+  std::deque<ShardMsg> local_;
+  std::vector<std::deque<ShardMsg>> overflow_;  // per destination shard
+  std::vector<uint8_t> wake_pending_;            // per destination shard
+  std::vector<std::pair<uint64_t, EventCallback>> subscribers_;
+  std::string json_scratch_;
+  std::string forward_;  // events for socket subscribers, sent to shard 0
+  ShardStats stats_;
+  WakeOp wake_op_;
+  int wake_fd_ = -1;
+  alignas(64) std::atomic<bool> sleeping_{false};
+  std::atomic<bool> stop_requested_{false};
+};
+
+}  // namespace ringmail::engine

@@ -1,0 +1,408 @@
+#include "engine/smtp_connection.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "engine/log.h"
+#include "engine/scheduler.h"
+#include "engine/shard.h"
+
+namespace ringmail::engine {
+namespace {
+
+}  // namespace
+
+void SmtpConnection::Op::complete(int res, uint32_t flags) {
+  SmtpConnection* c = conn;
+  --c->ops_;
+  if (c->state_ == State::kConnecting || c->state_ == State::kOpen) {
+    (c->*fn)(res, flags);
+  } else if (this == &c->recv_op_) {
+    c->recv_armed_ = false;
+  } else if (this == &c->send_op_) {
+    c->sending_ = false;
+  } else if (this == &c->connect_op_) {
+    c->connect_pending_ = false;
+  }
+  c->maybe_finish();
+}
+
+SmtpConnection::SmtpConnection(Shard& shard, Scheduler& scheduler, Destination* dest)
+    : shard_(shard),
+      scheduler_(scheduler),
+      dest_(dest),
+      reply_timer_(&SmtpConnection::on_reply_timer, this),
+      send_timer_(&SmtpConnection::on_send_timer, this),
+      idle_timer_(&SmtpConnection::on_idle_timer, this),
+      connect_timer_(&SmtpConnection::on_connect_timer, this) {
+  connect_op_ = {};
+  connect_op_.conn = this;
+  connect_op_.fn = &SmtpConnection::on_connect;
+  recv_op_.conn = this;
+  recv_op_.fn = &SmtpConnection::on_recv;
+  send_op_.conn = this;
+  send_op_.fn = &SmtpConnection::on_send;
+  cancel_op_.conn = this;
+  cancel_op_.fn = &SmtpConnection::on_cancel;
+  close_op_.conn = this;
+  close_op_.fn = &SmtpConnection::on_close;
+}
+
+SmtpConnection::~SmtpConnection() { RM_ASSERT(ops_ == 0 && fd_ < 0); }
+
+void SmtpConnection::new_session() {
+  const DeliveryConfig& dc = shard_.config().delivery;
+  DeliverySession::Options o;
+  o.ehlo_name = dc.ehlo_name;
+  o.pipelining = dc.pipelining;
+  o.chunking = dc.chunking;
+  o.max_pipelined_txns = dc.max_pipelined_txns;
+  o.max_txns = dc.max_msgs_per_conn;
+  session_.emplace(std::move(o), this);
+  seen_wait_gen_ = 0;
+}
+
+void SmtpConnection::start() {
+  if (dest_->resolution && dest_->resolution->kind == RouteResolution::Kind::kOk) {
+    candidates_ = dest_->resolution->candidates;
+  }
+  new_session();
+  connect_next();
+}
+
+// Precondition: no socket, no outstanding operation.
+void SmtpConnection::connect_next() {
+  state_ = State::kConnecting;
+  if (next_host_ >= candidates_.size()) {
+    in_session_call_ = true;
+    session_->on_connect_failed(last_connect_error_.empty() ? "no host to connect to"
+                                                            : last_connect_error_);
+    in_session_call_ = false;
+    after_session();
+    return;
+  }
+  const Candidate& ep = candidates_[next_host_++];
+  peer_ = format_sockaddr(ep.addr);
+  mx_ = ep.mx;
+  fd_ = ::socket(ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+  if (fd_ < 0) {
+    last_connect_error_ = "socket(): " + std::string(std::strerror(errno));
+    connect_next();
+    return;
+  }
+  int one = 1;
+  ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  ++ops_;
+  connect_pending_ = true;
+  shard_.ring().connect(fd_, reinterpret_cast<const sockaddr*>(&ep.addr), ep.addr_len,
+                        &connect_op_);
+  shard_.timers().schedule(&connect_timer_,
+                           shard_.clock().now() + shard_.config().delivery.timeouts.connect);
+}
+
+void SmtpConnection::on_connect(int res, uint32_t /*flags*/) {
+  connect_pending_ = false;
+  connect_timer_.cancel();
+  if (res < 0) {
+    last_connect_error_ = "connect to " + peer_ + ": " +
+                          (res == -ECANCELED ? std::string("timed out")
+                                             : std::string(std::strerror(-res)));
+    ::close(fd_);
+    fd_ = -1;
+    if (ops_ == 0) {
+      connect_next();
+    } else {
+      state_ = State::kResetting;  // a timer's cancel is still in flight
+    }
+    return;
+  }
+  state_ = State::kOpen;
+  in_session_call_ = true;
+  session_->on_connected();
+  in_session_call_ = false;
+  arm_recv();
+  after_session();
+}
+
+void SmtpConnection::on_connect_timer(void* self) {
+  auto* c = static_cast<SmtpConnection*>(self);
+  if (!c->connect_pending_) {
+    return;
+  }
+  // Cancelling the connect completes it with -ECANCELED, handled above as a
+  // timeout.
+  ++c->ops_;
+  c->shard_.ring().cancel(&c->connect_op_, &c->cancel_op_);
+}
+
+void SmtpConnection::arm_recv() {
+  if (recv_armed_ || fd_ < 0 || state_ != State::kOpen) {
+    return;
+  }
+  recv_armed_ = true;
+  ++ops_;
+  shard_.ring().recv(fd_, rbuf_, kRecvBuf, &recv_op_);
+}
+
+void SmtpConnection::on_recv(int res, uint32_t /*flags*/) {
+  recv_armed_ = false;
+  in_session_call_ = true;
+  if (res > 0) {
+    session_->on_data(std::span<const char>(rbuf_, static_cast<size_t>(res)));
+  } else if (res == 0) {
+    session_->on_closed("closed by the server");
+  } else {
+    session_->on_closed(std::strerror(-res));
+  }
+  in_session_call_ = false;
+  if (res > 0) {
+    arm_recv();
+  }
+  after_session();
+}
+
+void SmtpConnection::flush() {
+  if (sending_ || fd_ < 0 || state_ != State::kOpen) {
+    return;
+  }
+  if (inflight_.done()) {
+    if (session_->out().empty()) {
+      send_timer_.cancel();
+      return;
+    }
+    session_->out().take(&inflight_);
+  }
+  const auto& iov = inflight_.iov();
+  msghdr& msg = send_msg_;
+  std::memset(&msg, 0, sizeof msg);
+  msg.msg_iov = const_cast<iovec*>(iov.data());
+  msg.msg_iovlen = iov.size();
+  sending_ = true;
+  ++ops_;
+  shard_.ring().sendmsg(fd_, &msg, MSG_NOSIGNAL, &send_op_);
+  shard_.timers().schedule(&send_timer_,
+                           shard_.clock().now() + shard_.config().delivery.timeouts.data_block);
+}
+
+void SmtpConnection::on_send(int res, uint32_t /*flags*/) {
+  sending_ = false;
+  if (res < 0) {
+    in_session_call_ = true;
+    session_->on_closed(std::string("send: ") + std::strerror(-res));
+    in_session_call_ = false;
+    after_session();
+    return;
+  }
+  inflight_.advance(static_cast<size_t>(res));
+  after_session();
+}
+
+void SmtpConnection::on_send_timer(void* self) {
+  auto* c = static_cast<SmtpConnection*>(self);
+  c->in_session_call_ = true;
+  c->session_->on_closed("no progress sending for " +
+                         std::to_string(c->shard_.config().delivery.timeouts.data_block.count()) +
+                         "ms");
+  c->in_session_call_ = false;
+  c->after_session();
+}
+
+Millis SmtpConnection::timeout_for(DeliverySession::Wait w) const {
+  const SmtpTimeouts& t = shard_.config().delivery.timeouts;
+  switch (w) {
+    case DeliverySession::Wait::kGreeting:
+      return t.greeting;
+    case DeliverySession::Wait::kEhlo:
+      return t.ehlo;
+    case DeliverySession::Wait::kMail:
+      return t.mail;
+    case DeliverySession::Wait::kRcpt:
+      return t.rcpt;
+    case DeliverySession::Wait::kDataInit:
+      return t.data_init;
+    case DeliverySession::Wait::kDataDone:
+      return t.data_done;
+    case DeliverySession::Wait::kRset:
+      return t.rset;
+    case DeliverySession::Wait::kQuit:
+      return t.quit;
+    case DeliverySession::Wait::kNone:
+      break;
+  }
+  return t.idle;
+}
+
+void SmtpConnection::on_reply_timer(void* self) {
+  auto* c = static_cast<SmtpConnection*>(self);
+  c->in_session_call_ = true;
+  c->session_->on_timeout();
+  c->in_session_call_ = false;
+  c->after_session();
+}
+
+void SmtpConnection::after_session() {
+  if (in_session_call_ || (state_ != State::kOpen && state_ != State::kConnecting)) {
+    return;
+  }
+  DeliverySession& s = *session_;
+  if (s.done()) {
+    if (!working_ && s.failed_before_ready() && next_host_ < candidates_.size() &&
+        s.txns_started() == 0) {
+      // The greeting or EHLO was refused: RFC 5321 5.1 says try the next
+      // host. Nothing was assigned to this session yet.
+      last_connect_error_ = s.last_error() ? s.last_error()->summary() : "session failed";
+      state_ = State::kResetting;
+      close_socket();
+      maybe_finish();
+      return;
+    }
+    failed_before_ready_ = s.failed_before_ready() && !working_;
+    failure_ = s.last_error();
+    begin_teardown();
+    return;
+  }
+  flush();
+  if (s.wait() == DeliverySession::Wait::kNone) {
+    reply_timer_.cancel();
+  } else if (s.wait_generation() != seen_wait_gen_) {
+    seen_wait_gen_ = s.wait_generation();
+    shard_.timers().schedule(&reply_timer_, shard_.clock().now() + timeout_for(s.wait()));
+  }
+  if (s.phase() == DeliverySession::Phase::kReady) {
+    if (!working_) {
+      working_ = true;
+      ++dest_->working;
+    }
+    if (!parked_ && (s.can_accept_txn() || s.idle())) {
+      scheduler_.feed(this);
+    }
+  }
+}
+
+void SmtpConnection::add_txn(SessionTxn txn) {
+  unpark();
+  in_session_call_ = true;
+  session_->add_txn(std::move(txn));
+  in_session_call_ = false;
+  // after_session() would call back into feed(); the scheduler is already
+  // feeding, so only move bytes and timers here.
+  flush();
+  DeliverySession& s = *session_;
+  if (s.wait() != DeliverySession::Wait::kNone && s.wait_generation() != seen_wait_gen_) {
+    seen_wait_gen_ = s.wait_generation();
+    shard_.timers().schedule(&reply_timer_, shard_.clock().now() + timeout_for(s.wait()));
+  }
+}
+
+void SmtpConnection::park() {
+  parked_ = true;
+  shard_.timers().schedule(&idle_timer_,
+                           shard_.clock().now() + shard_.config().delivery.timeouts.idle);
+}
+
+void SmtpConnection::unpark() {
+  parked_ = false;
+  idle_timer_.cancel();
+}
+
+void SmtpConnection::on_idle_timer(void* self) {
+  auto* c = static_cast<SmtpConnection*>(self);
+  c->scheduler_.connection_expired(c);
+  c->parked_ = false;
+  c->quit();
+}
+
+void SmtpConnection::quit() {
+  if (state_ != State::kOpen && state_ != State::kConnecting) {
+    return;
+  }
+  in_session_call_ = true;
+  session_->quit();
+  in_session_call_ = false;
+  after_session();
+}
+
+void SmtpConnection::abort(std::string_view why) {
+  if (state_ != State::kOpen && state_ != State::kConnecting) {
+    return;
+  }
+  in_session_call_ = true;
+  session_->on_closed(why);
+  in_session_call_ = false;
+  after_session();
+}
+
+void SmtpConnection::close_socket() {
+  reply_timer_.cancel();
+  send_timer_.cancel();
+  connect_timer_.cancel();
+  if (fd_ >= 0) {
+    if (recv_armed_) {
+      ++ops_;
+      shard_.ring().cancel(&recv_op_, &cancel_op_);
+    }
+    if (sending_) {
+      ++ops_;
+      shard_.ring().cancel(&send_op_, &cancel_op_);
+    }
+    if (connect_pending_) {
+      ++ops_;
+      shard_.ring().cancel(&connect_op_, &cancel_op_);
+    }
+    // The kernel keeps its own file reference for in-flight operations;
+    // closing here is safe, their CQEs still arrive (cancelled).
+    ::close(fd_);
+    fd_ = -1;
+  }
+  inflight_ = SendBatch();
+  sending_ = false;
+}
+
+void SmtpConnection::begin_teardown() {
+  state_ = State::kTearingDown;
+  idle_timer_.cancel();
+  close_socket();
+  maybe_finish();
+}
+
+void SmtpConnection::maybe_finish() {
+  if (ops_ != 0) {
+    return;
+  }
+  if (state_ == State::kResetting) {
+    new_session();
+    connect_next();
+    return;
+  }
+  if (state_ != State::kTearingDown) {
+    return;
+  }
+  state_ = State::kFinished;
+  if (working_) {
+    --dest_->working;
+  }
+  scheduler_.connection_closed(this);
+  delete this;
+}
+
+void SmtpConnection::on_cancel(int /*res*/, uint32_t /*flags*/) {}
+void SmtpConnection::on_close(int /*res*/, uint32_t /*flags*/) {}
+
+void SmtpConnection::on_rcpt_outcome(const SessionTxn& txn, size_t index,
+                                     const Outcome& outcome) {
+  scheduler_.record_outcome(txn, index, outcome, peer_, mx_);
+}
+
+void SmtpConnection::on_txn_done(SessionTxn& txn) { scheduler_.txn_done(txn); }
+
+void SmtpConnection::on_txn_returned(SessionTxn&& txn) {
+  scheduler_.txn_returned(std::move(txn));
+}
+
+}  // namespace ringmail::engine
