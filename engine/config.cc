@@ -42,10 +42,13 @@ ehlo_name = ""             # empty: the machine's host name
 port = 25                  # port for MX delivery
 max_rcpts_per_txn = 100
 max_msgs_per_conn = 1000
-max_conns_per_destination = 20
+max_conns_per_destination = 10
 max_pipelined_txns = 4
 pipelining = true
 chunking = true
+msg_rate = ""              # per source and destination, e.g. "100/s"; "" = unlimited
+connect_rate = ""          # new connections per source and destination
+backoff = "5m"             # how long a throttled destination backs off
 
 [delivery.timeouts]
 connect = "30s"
@@ -83,6 +86,14 @@ cache_size = 100000
 schedule = ["1m", "5m", "15m", "30m", "1h"]
 max_age = "5d"
 jitter_percent = 10
+
+[bounces]
+dsn = false                # RFC 3464 reports to envelope senders
+dsn_delay = "30s"
+
+[limits]
+max_queued_recipients = 10000000
+max_queued_bytes = "2GiB"
 )";
 
 /// Reads one TOML table, remembering which keys were used so unknown ones
@@ -222,6 +233,71 @@ class Section {
     return Section(n->as_table(), name(key));
   }
 
+  /// An array of tables ([[key]]); each element is a Section named key[i].
+  Result<std::vector<Section>> tables(std::string_view key) {
+    const toml::node* n = get(key);
+    std::vector<Section> out;
+    if (n == nullptr) {
+      return out;
+    }
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) {
+      return bad(key, "must be an array of tables ([[" + std::string(key) + "]])");
+    }
+    for (size_t i = 0; i < arr->size(); ++i) {
+      const toml::table* t = (*arr)[i].as_table();
+      if (t == nullptr) {
+        return bad(key, "must be an array of tables ([[" + std::string(key) + "]])");
+      }
+      out.emplace_back(t, name(key) + "[" + std::to_string(i) + "]");
+    }
+    return out;
+  }
+
+  Result<void> rate(std::string_view key, Rate* out) {
+    std::string text;
+    bool present = get(key) != nullptr;
+    RM_TRY(str(key, &text));
+    if (!present) {
+      return ok_result();
+    }
+    auto r = parse_rate(text);
+    if (!r.ok()) {
+      return bad(key, r.error().message);
+    }
+    *out = *r;
+    return ok_result();
+  }
+
+  Result<void> durations(std::string_view key, std::vector<Millis>* out) {
+    const toml::node* n = get(key);
+    if (n == nullptr) {
+      return ok_result();
+    }
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr || arr->empty()) {
+      return bad(key, "must be a non-empty array of durations");
+    }
+    out->clear();
+    for (const auto& item : *arr) {
+      auto v = item.value<std::string>();
+      if (!v) {
+        return bad(key, "must contain duration strings such as \"5m\"");
+      }
+      auto d = parse_duration(*v);
+      if (!d.ok()) {
+        return bad(key, d.error().message);
+      }
+      if (*d < Millis(1)) {
+        return bad(key, "retry intervals must be positive");
+      }
+      out->push_back(*d);
+    }
+    return ok_result();
+  }
+
+  bool has(std::string_view key) const { return table_ != nullptr && table_->contains(key); }
+
   /// Every key present but never asked for is an error.
   Result<void> finish() const {
     if (table_ == nullptr) {
@@ -303,6 +379,9 @@ Result<void> read_delivery(Section& s, DeliveryConfig* d) {
   RM_TRY(s.integer("max_msgs_per_conn", &d->max_msgs_per_conn, 1, 1'000'000));
   RM_TRY(s.integer("max_conns_per_destination", &d->max_conns_per_destination, 1, 10'000));
   RM_TRY(s.integer("max_pipelined_txns", &d->max_pipelined_txns, 1, 64));
+  RM_TRY(s.rate("msg_rate", &d->msg_rate));
+  RM_TRY(s.rate("connect_rate", &d->connect_rate));
+  RM_TRY(s.duration("backoff", &d->backoff, Millis(0), Millis(86'400'000)));
   RM_TRY(s.boolean("pipelining", &d->pipelining));
   RM_TRY(s.boolean("chunking", &d->chunking));
   auto t = s.sub("timeouts");
@@ -402,31 +481,205 @@ Result<void> read_dns(Section& s, DnsConfig* d) {
 }
 
 Result<void> read_retry(Section& s, RetryConfig* r) {
-  const toml::node* n = s.get("schedule");
-  if (n != nullptr) {
-    const toml::array* arr = n->as_array();
-    if (arr == nullptr || arr->empty()) {
-      return s.bad("schedule", "must be a non-empty array of durations");
-    }
-    r->schedule.clear();
-    for (const auto& item : *arr) {
-      auto v = item.value<std::string>();
-      if (!v) {
-        return s.bad("schedule", "must contain duration strings such as \"5m\"");
-      }
-      auto d = parse_duration(*v);
-      if (!d.ok()) {
-        return s.bad("schedule", d.error().message);
-      }
-      if (*d < Millis(1)) {
-        return s.bad("schedule", "retry intervals must be positive");
-      }
-      r->schedule.push_back(*d);
-    }
-  }
+  RM_TRY(s.durations("schedule", &r->schedule));
   RM_TRY(s.duration("max_age", &r->max_age, Millis(1'000), Millis(90LL * 24 * 3600 * 1000)));
   RM_TRY(s.integer("jitter_percent", &r->jitter_percent, 0, 50));
   return s.finish();
+}
+
+Result<void> read_shaping(Section& root, Config* c) {
+  auto rules = root.tables("shaping");
+  RM_TRY(rules);
+  for (Section& s : *rules) {
+    ShapingRule r;
+    RM_TRY(s.str("match", &r.match));
+    if (r.match.empty()) {
+      return s.bad("match", "is required: a domain, \"*.suffix\" or \"*\"");
+    }
+    if (r.match != "*") {
+      std::string_view m = r.match;
+      auto valid = proto::validate_domain(m.starts_with("*.") ? m.substr(2) : m);
+      if (!valid.ok()) {
+        return s.bad("match", "is not a domain pattern: " + valid.error().message);
+      }
+      r.match = proto::normalize_domain(r.match);
+    }
+    auto opt_u32 = [&](std::string_view key, std::optional<uint32_t>* out, uint32_t lo,
+                       uint32_t hi) -> Result<void> {
+      if (!s.has(key)) {
+        s.get(key);
+        return ok_result();
+      }
+      uint32_t v = 0;
+      RM_TRY(s.integer(key, &v, lo, hi));
+      *out = v;
+      return ok_result();
+    };
+    RM_TRY(opt_u32("max_connections", &r.max_connections, 1, 10'000));
+    RM_TRY(opt_u32("max_msgs_per_conn", &r.max_msgs_per_conn, 1, 1'000'000));
+    RM_TRY(opt_u32("max_rcpts_per_txn", &r.max_rcpts_per_txn, 1, 1000));
+    if (s.has("msg_rate")) {
+      Rate rate;
+      RM_TRY(s.rate("msg_rate", &rate));
+      r.msg_rate = rate;
+    }
+    if (s.has("connect_rate")) {
+      Rate rate;
+      RM_TRY(s.rate("connect_rate", &rate));
+      r.connect_rate = rate;
+    }
+    if (s.has("backoff")) {
+      Millis d{0};
+      RM_TRY(s.duration("backoff", &d, Millis(0), Millis(86'400'000)));
+      r.backoff = d;
+    }
+    if (s.has("max_age")) {
+      Millis d{0};
+      RM_TRY(s.duration("max_age", &d, Millis(1'000), Millis(90LL * 86'400'000)));
+      r.max_age = d;
+    }
+    if (s.has("retry_schedule")) {
+      std::vector<Millis> v;
+      RM_TRY(s.durations("retry_schedule", &v));
+      r.retry_schedule = std::move(v);
+    }
+    RM_TRY(s.finish());
+    c->shaping.push_back(std::move(r));
+  }
+  return ok_result();
+}
+
+Result<void> parse_bind(Section& s, std::string_view key, bool v6, SourceConfig* src) {
+  std::string text;
+  RM_TRY(s.str(key, &text));
+  if (text.empty()) {
+    return ok_result();
+  }
+  sockaddr_storage& ss = v6 ? src->bind_v6 : src->bind_v4;
+  std::memset(&ss, 0, sizeof ss);
+  if (!v6) {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    if (inet_pton(AF_INET, text.c_str(), &a->sin_addr) != 1) {
+      return s.bad(key, "must be an IPv4 address");
+    }
+    a->sin_family = AF_INET;
+    src->has_v4 = true;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (inet_pton(AF_INET6, text.c_str(), &a->sin6_addr) != 1) {
+      return s.bad(key, "must be an IPv6 address");
+    }
+    a->sin6_family = AF_INET6;
+    src->has_v6 = true;
+  }
+  return ok_result();
+}
+
+Result<void> read_egress(Section& root, Config* c) {
+  EgressConfig& e = c->egress;
+  auto sources = root.tables("sources");
+  RM_TRY(sources);
+  for (Section& s : *sources) {
+    SourceConfig src;
+    RM_TRY(s.str("name", &src.name));
+    if (src.name.empty()) {
+      return s.bad("name", "is required");
+    }
+    for (const auto& other : e.sources) {
+      if (other.name == src.name) {
+        return s.bad("name", "\"" + src.name + "\" is defined twice");
+      }
+    }
+    RM_TRY(parse_bind(s, "bind", false, &src));
+    RM_TRY(parse_bind(s, "bind6", true, &src));
+    RM_TRY(s.str("ehlo_name", &src.ehlo_name));
+    if (!src.ehlo_name.empty() && !proto::validate_domain(src.ehlo_name).ok()) {
+      return s.bad("ehlo_name", "is not a valid host name");
+    }
+    RM_TRY(s.finish());
+    e.sources.push_back(std::move(src));
+  }
+  if (e.sources.empty()) {
+    SourceConfig def;
+    def.name = "default";
+    e.sources.push_back(def);
+  }
+  for (auto& src : e.sources) {
+    if (src.ehlo_name.empty()) {
+      src.ehlo_name = c->delivery.ehlo_name;
+    }
+  }
+  auto pools = root.tables("pools");
+  RM_TRY(pools);
+  for (Section& s : *pools) {
+    PoolConfig p;
+    RM_TRY(s.str("name", &p.name));
+    if (p.name.empty()) {
+      return s.bad("name", "is required");
+    }
+    const toml::node* n = s.get("sources");
+    const toml::array* arr = n != nullptr ? n->as_array() : nullptr;
+    if (arr == nullptr || arr->empty()) {
+      return s.bad("sources", "must be a non-empty array of source names");
+    }
+    for (const auto& item : *arr) {
+      auto v = item.value<std::string>();
+      uint32_t idx = 0;
+      bool found = false;
+      for (; v && idx < e.sources.size(); ++idx) {
+        if (e.sources[idx].name == *v) {
+          found = true;
+          break;
+        }
+      }
+      if (!found) {
+        return s.bad("sources", "names an undefined source \"" + v.value_or("?") + "\"");
+      }
+      p.sources.push_back(idx);
+    }
+    RM_TRY(s.finish());
+    e.pools.push_back(std::move(p));
+  }
+  if (e.pools.empty()) {
+    PoolConfig def;
+    def.name = "default";
+    for (uint32_t i = 0; i < e.sources.size(); ++i) {
+      def.sources.push_back(i);
+    }
+    e.pools.push_back(def);
+  }
+  e.default_pool = 0;
+  for (uint32_t i = 0; i < e.pools.size(); ++i) {
+    if (e.pools[i].name == "default") {
+      e.default_pool = i;
+    }
+  }
+  auto rules = root.tables("pool_rules");
+  RM_TRY(rules);
+  for (Section& s : *rules) {
+    PoolRule r;
+    std::string pool;
+    RM_TRY(s.str("sender_domain", &r.sender_domain));
+    RM_TRY(s.str("pool", &pool));
+    std::string_view m = r.sender_domain;
+    if (m.empty() || !proto::validate_domain(m.starts_with("*.") ? m.substr(2) : m).ok()) {
+      return s.bad("sender_domain", "must be a domain or \"*.suffix\"");
+    }
+    r.sender_domain = proto::normalize_domain(r.sender_domain);
+    bool found = false;
+    for (uint32_t i = 0; i < e.pools.size(); ++i) {
+      if (e.pools[i].name == pool) {
+        r.pool = i;
+        found = true;
+      }
+    }
+    if (!found) {
+      return s.bad("pool", "names an undefined pool \"" + pool + "\"");
+    }
+    RM_TRY(s.finish());
+    e.rules.push_back(std::move(r));
+  }
+  return ok_result();
 }
 
 Result<Config> read_root(const toml::table& root) {
@@ -459,7 +712,17 @@ Result<Config> read_root(const toml::table& root) {
   auto retry = s.sub("retry");
   RM_TRY(retry);
   RM_TRY(read_retry(*retry, &c.retry));
-  RM_TRY(s.finish());
+  auto bounces = s.sub("bounces");
+  RM_TRY(bounces);
+  RM_TRY(bounces->boolean("dsn", &c.bounces.dsn));
+  RM_TRY(bounces->duration("dsn_delay", &c.bounces.dsn_delay, Millis(0), Millis(3'600'000)));
+  RM_TRY(bounces->finish());
+  auto limits = s.sub("limits");
+  RM_TRY(limits);
+  RM_TRY(limits->integer("max_queued_recipients", &c.limits.max_queued_recipients, 1,
+                         1'000'000'000));
+  RM_TRY(limits->bytes("max_queued_bytes", &c.limits.max_queued_bytes, 1u << 20, 1ull << 40));
+  RM_TRY(limits->finish());
   if (c.delivery.ehlo_name.empty()) {
     char host[256] = {};
     if (gethostname(host, sizeof host - 1) == 0 && proto::validate_domain(host).ok()) {
@@ -468,6 +731,9 @@ Result<Config> read_root(const toml::table& root) {
       c.delivery.ehlo_name = "localhost";
     }
   }
+  RM_TRY(read_shaping(s, &c));
+  RM_TRY(read_egress(s, &c));
+  RM_TRY(s.finish());
   return c;
 }
 
@@ -549,6 +815,121 @@ const Route& RoutingConfig::route_for(std::string_view domain) const {
 }
 
 std::string_view default_config_toml() { return kDefaultConfig; }
+
+Result<Rate> parse_rate(std::string_view text) {
+  if (text.empty()) {
+    return Rate{};
+  }
+  size_t slash = text.find('/');
+  double n = 0;
+  auto [p, ec] = std::from_chars(text.data(), text.data() + (slash == text.npos ? 0 : slash), n);
+  double per = 0;
+  std::string_view unit = slash == text.npos ? std::string_view() : text.substr(slash + 1);
+  if (unit == "s") {
+    per = 1;
+  } else if (unit == "m") {
+    per = 60;
+  } else if (unit == "h") {
+    per = 3600;
+  } else if (unit == "d") {
+    per = 86400;
+  }
+  if (ec != std::errc() || p != text.data() + slash || per == 0 || n <= 0) {
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\" is not a rate (use e.g. \"100/s\", \"6000/m\", "
+                                         "\"20000/h\", or \"\" for unlimited)");
+  }
+  return Rate{n / per};
+}
+
+Shaping Config::shaping_for(std::string_view domain) const {
+  Shaping s;
+  s.max_connections = delivery.max_conns_per_destination;
+  s.max_msgs_per_conn = delivery.max_msgs_per_conn;
+  s.max_rcpts_per_txn = delivery.max_rcpts_per_txn;
+  s.msg_rate = delivery.msg_rate;
+  s.connect_rate = delivery.connect_rate;
+  s.backoff = delivery.backoff;
+  s.retry_schedule = retry.schedule;
+  s.max_age = retry.max_age;
+  const ShapingRule* best = nullptr;
+  size_t best_rank = 0;  // 3 exact, 2 + suffix length for wildcards, 1 "*"
+  for (const auto& r : shaping) {
+    size_t rank = 0;
+    if (r.match == domain) {
+      rank = SIZE_MAX;
+    } else if (r.match == "*") {
+      rank = 1;
+    } else if (r.match.starts_with("*.")) {
+      std::string_view suffix = std::string_view(r.match).substr(1);
+      if (domain.size() > suffix.size() && domain.ends_with(suffix)) {
+        rank = 2 + suffix.size();
+      }
+    }
+    if (rank > best_rank) {
+      best = &r;
+      best_rank = rank;
+    }
+  }
+  if (best != nullptr) {
+    s.max_connections = best->max_connections.value_or(s.max_connections);
+    s.max_msgs_per_conn = best->max_msgs_per_conn.value_or(s.max_msgs_per_conn);
+    s.max_rcpts_per_txn = best->max_rcpts_per_txn.value_or(s.max_rcpts_per_txn);
+    s.msg_rate = best->msg_rate.value_or(s.msg_rate);
+    s.connect_rate = best->connect_rate.value_or(s.connect_rate);
+    s.backoff = best->backoff.value_or(s.backoff);
+    s.max_age = best->max_age.value_or(s.max_age);
+    if (best->retry_schedule) {
+      s.retry_schedule = *best->retry_schedule;
+    }
+  }
+  return s;
+}
+
+std::string SourceConfig::describe_bind() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  std::string out;
+  if (has_v4) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&bind_v4)->sin_addr, buf,
+              sizeof buf);
+    out += buf;
+  }
+  if (has_v6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&bind_v6)->sin6_addr, buf,
+              sizeof buf);
+    out += out.empty() ? "" : ",";
+    out += buf;
+  }
+  return out.empty() ? "any" : out;
+}
+
+std::optional<uint32_t> EgressConfig::pool_for(std::string_view option,
+                                               std::string_view sender_domain) const {
+  if (!option.empty()) {
+    for (uint32_t i = 0; i < pools.size(); ++i) {
+      if (pools[i].name == option) {
+        return i;
+      }
+    }
+    return std::nullopt;
+  }
+  const PoolRule* best = nullptr;
+  size_t best_len = 0;
+  for (const auto& r : rules) {
+    if (r.sender_domain == sender_domain) {
+      return r.pool;
+    }
+    if (r.sender_domain.starts_with("*.")) {
+      std::string_view suffix = std::string_view(r.sender_domain).substr(1);
+      if (sender_domain.size() > suffix.size() && sender_domain.ends_with(suffix) &&
+          suffix.size() > best_len) {
+        best = &r;
+        best_len = suffix.size();
+      }
+    }
+  }
+  return best != nullptr ? best->pool : default_pool;
+}
 
 Result<Config> parse_config(std::string_view text, std::string_view origin) {
   auto base = parse_toml(kDefaultConfig, "<default>");

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -84,12 +85,83 @@ struct EventsConfig {
   std::string file;  // empty = no event file
 };
 
+/// A rate such as "100/s", "6000/m" or "20000/h"; unlimited when zero.
+struct Rate {
+  double per_second = 0;
+  bool limited() const { return per_second > 0; }
+};
+Result<Rate> parse_rate(std::string_view text);
+
+/// The limits of one destination (a recipient domain, per egress source).
+struct Shaping {
+  uint32_t max_connections = 10;
+  uint32_t max_msgs_per_conn = 1000;
+  uint32_t max_rcpts_per_txn = 100;
+  Rate msg_rate;      // messages (transactions) per source and destination
+  Rate connect_rate;  // new connections per source and destination
+  Millis backoff{300'000};
+  std::vector<Millis> retry_schedule;
+  Millis max_age{0};
+};
+
+/// A [[shaping]] table: overrides for domains matching `match` ("example.com",
+/// "*.example.com", or "*").
+struct ShapingRule {
+  std::string match;
+  std::optional<uint32_t> max_connections, max_msgs_per_conn, max_rcpts_per_txn;
+  std::optional<Rate> msg_rate, connect_rate;
+  std::optional<Millis> backoff, max_age;
+  std::optional<std::vector<Millis>> retry_schedule;
+};
+
+struct SourceConfig {
+  std::string name;
+  std::string ehlo_name;  // default: delivery.ehlo_name
+  bool has_v4 = false, has_v6 = false;
+  sockaddr_storage bind_v4{}, bind_v6{};
+  std::string describe_bind() const;
+};
+
+struct PoolConfig {
+  std::string name;
+  std::vector<uint32_t> sources;  // indexes into EgressConfig::sources
+};
+
+struct PoolRule {
+  std::string sender_domain;  // lower-case; "*.suffix" matches subdomains
+  uint32_t pool = 0;
+};
+
+struct EgressConfig {
+  std::vector<SourceConfig> sources;  // never empty after loading
+  std::vector<PoolConfig> pools;      // never empty after loading
+  std::vector<PoolRule> rules;
+  uint32_t default_pool = 0;
+  /// The pool for a batch: its "pool=" option (by name), else the first rule
+  /// matching the sender's domain, else the default pool. nullopt when the
+  /// named pool does not exist.
+  std::optional<uint32_t> pool_for(std::string_view option, std::string_view sender_domain) const;
+};
+
+struct BouncesConfig {
+  bool dsn = false;  // send RFC 3464 reports to envelope senders
+  Millis dsn_delay{30'000};  // collect a message's bounces this long into one report
+};
+
+struct LimitsConfig {
+  uint64_t max_queued_recipients = 10'000'000;
+  uint64_t max_queued_bytes = 2ull << 30;  // message bodies plus per-recipient state
+};
+
 struct DeliveryConfig {
   std::string ehlo_name;  // default: the host name
   uint16_t port = 25;     // port for MX delivery
   uint32_t max_rcpts_per_txn = 100;
   uint32_t max_msgs_per_conn = 1000;
-  uint32_t max_conns_per_destination = 20;
+  uint32_t max_conns_per_destination = 10;
+  Rate msg_rate;
+  Rate connect_rate;
+  Millis backoff{300'000};
   uint32_t max_pipelined_txns = 4;
   bool pipelining = true;
   bool chunking = true;
@@ -134,10 +206,19 @@ struct Config {
   IngestConfig ingest;
   EventsConfig events;
   DeliveryConfig delivery;
+  std::vector<ShapingRule> shaping;
+  EgressConfig egress;
   RoutingConfig routing;
   DnsConfig dns;
   RetryConfig retry;
+  BouncesConfig bounces;
+  LimitsConfig limits;
   std::string log_level = "info";
+
+  /// The limits for `domain` (lower-case): [delivery] and [retry] defaults,
+  /// overridden by the [[shaping]] rule that matches best (exact name, then
+  /// the longest "*.suffix", then "*").
+  Shaping shaping_for(std::string_view domain) const;
 };
 
 /// The configuration ringmaild uses when started without --config.

@@ -25,6 +25,11 @@ proto::Ack Engine::submit(const Batch& batch) {
   for (const auto& r : batch.recipients) {
     in.recipients.push_back(r);
   }
+  std::string pool_opt;
+  if (!batch.pool.empty()) {
+    pool_opt = "pool=" + batch.pool;
+    in.options.push_back(pool_opt);
+  }
   return rt_->accept_batch(in, -1);
 }
 
@@ -46,6 +51,8 @@ Stats Engine::stats() const {
   s.connections_opened = t.connections_opened;
   s.transactions = t.transactions;
   s.unknown_outcomes = t.unknown_outcomes;
+  s.dropped = t.dropped;
+  s.queued_bytes = t.queued_bytes;
   return s;
 }
 

@@ -15,6 +15,12 @@ std::string_view event_type_name(EventType t) {
       return "deferred";
     case EventType::kBounced:
       return "bounced";
+    case EventType::kDropped:
+      return "dropped";
+    case EventType::kBackoff:
+      return "backoff";
+    case EventType::kResume:
+      return "resume";
   }
   return "?";
 }
@@ -67,6 +73,11 @@ void format_event_json(std::string& out, const OutcomeRecord& rec) {
   out.push_back(',');
   append_json_key(out, "shard");
   append_json_uint(out, rec.shard);
+  if (!rec.failure_class.empty()) {
+    out.push_back(',');
+    append_json_key(out, "class");
+    append_json_string(out, rec.failure_class);
+  }
   if (rec.unknown) {
     out.push_back(',');
     append_json_key(out, "unknown_outcome");
@@ -82,6 +93,47 @@ void format_event_json(std::string& out, const OutcomeRecord& rec) {
     append_json_key(out, "auth_user");
     append_json_string(out, rec.msg->auth_user());
   }
+  out.push_back('}');
+}
+
+void format_destination_json(std::string& out, const DestinationRecord& rec) {
+  using proto::append_json_key;
+  using proto::append_json_string;
+  using proto::append_json_uint;
+  out.push_back('{');
+  append_json_key(out, "type");
+  append_json_string(out, event_type_name(rec.type));
+  out.push_back(',');
+  append_json_key(out, "ts");
+  out.push_back('"');
+  append_rfc3339_ms(out, rec.wall_ms);
+  out.append("\",");
+  append_json_key(out, "destination");
+  append_json_string(out, rec.domain);
+  out.push_back(',');
+  append_json_key(out, "pool");
+  append_json_string(out, rec.pool);
+  out.push_back(',');
+  append_json_key(out, "source");
+  append_json_string(out, rec.source);
+  out.push_back(',');
+  append_json_key(out, "max_connections");
+  append_json_uint(out, rec.max_connections);
+  if (rec.type == EventType::kBackoff) {
+    out.push_back(',');
+    append_json_key(out, "reason");
+    append_json_string(out, rec.reason);
+    out.append(",");
+    append_json_key(out, "until");
+    out.push_back('"');
+    append_rfc3339_ms(out, rec.until_wall_ms);
+    out.append("\",");
+    append_json_key(out, "hold");
+    out.append(rec.hold ? "true" : "false");
+  }
+  out.push_back(',');
+  append_json_key(out, "shard");
+  append_json_uint(out, rec.shard);
   out.push_back('}');
 }
 

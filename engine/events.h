@@ -24,7 +24,9 @@
 
 namespace ringmail::engine {
 
-enum class EventType : uint8_t { kDelivered, kDeferred, kBounced };
+/// Recipient outcomes (delivered, deferred, bounced, dropped — the last
+/// three but deferred are final) and destination state changes.
+enum class EventType : uint8_t { kDelivered, kDeferred, kBounced, kDropped, kBackoff, kResume };
 std::string_view event_type_name(EventType t);
 
 /// A delivery event as subscribers see it. Views are valid only during the
@@ -41,6 +43,8 @@ struct EventView {
   std::string_view mx;
   uint32_t attempt = 0;
   uint64_t origin = 0;  // ingest connection the batch came from (0: API)
+  std::string_view failure_class;
+  std::string_view domain;  // kBackoff/kResume: the destination
   std::string_view json;  // the complete JSON object, without newline
 };
 
@@ -61,7 +65,24 @@ struct OutcomeRecord {
   int64_t queue_ms;  // since the batch was accepted
   uint32_t shard;
   std::string_view note;  // extra reason (e.g. "expired after 5d"), may be empty
+  std::string_view failure_class;  // proto::failure_class_name, empty when delivered
 };
+
+/// A destination entering or leaving backoff.
+struct DestinationRecord {
+  EventType type;  // kBackoff or kResume
+  std::string_view domain;
+  std::string_view pool;
+  std::string_view source;
+  std::string_view reason;  // what triggered the backoff
+  int64_t until_wall_ms;    // kBackoff: when it ends
+  uint32_t max_connections;
+  bool hold;                // kBackoff: new transactions wait until it ends
+  int64_t wall_ms;
+  uint32_t shard;
+};
+
+void format_destination_json(std::string& out, const DestinationRecord& rec);
 
 /// Formats `rec` as one JSON object (no newline) appended to `out`.
 void format_event_json(std::string& out, const OutcomeRecord& rec);

@@ -276,13 +276,8 @@ class Ingest::Conn {
       in.message = batch->message;
       in.recipients = std::move(batch->recipients);
       in.origin = id_;
-      if (!batch->options.empty()) {
-        ack.status = proto::AckStatus::kRejected;
-        ack.batch_id = std::string(batch->batch_id);
-        ack.reason = "unknown batch option \"" + std::string(batch->options.front()) + "\"";
-      } else {
-        ack = shard_.runtime().accept_batch(in, static_cast<int>(shard_.id()));
-      }
+      in.options = std::move(batch->options);
+      ack = shard_.runtime().accept_batch(in, static_cast<int>(shard_.id()));
     }
     ack.seq = ++batch_seq_;
     std::string out;

@@ -8,6 +8,7 @@ RefPtr<Message> Message::create(MessageInit init) {
   m->sender_ = std::move(init.sender);
   m->sender_utf8_ = init.sender_utf8;
   m->origin_ = init.origin;
+  m->pool_ = init.pool;
   m->auth_user_ = std::move(init.auth_user);
   m->accepted_wall_ms_ = init.accepted_wall_ms;
   m->accepted_at_ = init.accepted_at;
@@ -17,6 +18,11 @@ RefPtr<Message> Message::create(MessageInit init) {
   if (m->info_.needs_stuffing) {
     m->stuffed_.reserve(m->normalized_.size() + 64);
     proto::append_dot_stuffed(m->normalized_, m->stuffed_);
+  }
+  if (init.budget != nullptr) {
+    m->budget_ = init.budget;
+    m->charged_ = m->footprint();
+    m->budget_->fetch_add(m->charged_, std::memory_order_relaxed);
   }
   return RefPtr<Message>(m);
 }

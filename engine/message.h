@@ -62,6 +62,10 @@ struct MessageInit {
   std::string_view raw;  // the platform's bytes (copied once, normalised)
   uint64_t origin = 0;   // ingest connection id (0 = embedding API)
   std::string auth_user;  // submission listener user, if any
+  uint32_t pool = 0;      // egress pool (Config::egress.pools index)
+  /// Memory budget counter the message's bytes are charged to (may be null);
+  /// the charge is returned when the message is freed.
+  std::atomic<uint64_t>* budget = nullptr;
   int64_t accepted_wall_ms = 0;
   TimePoint accepted_at{};
 };
@@ -88,6 +92,7 @@ class Message {
   bool eight_bit() const { return info_.eight_bit; }
   const proto::BodyInfo& body_info() const { return info_; }
   uint64_t origin() const { return origin_; }
+  uint32_t pool() const { return pool_; }
   const std::string& auth_user() const { return auth_user_; }
   int64_t accepted_wall_ms() const { return accepted_wall_ms_; }
   TimePoint accepted_at() const { return accepted_at_; }
@@ -96,7 +101,11 @@ class Message {
 
  private:
   Message() = default;
-  ~Message() = default;
+  ~Message() {
+    if (budget_ != nullptr) {
+      budget_->fetch_sub(charged_, std::memory_order_relaxed);
+    }
+  }
 
   std::atomic<uint32_t> refs_{1};
   proto::BodyInfo info_;
@@ -106,6 +115,9 @@ class Message {
   std::string normalized_;
   std::string stuffed_;  // empty unless some line starts with '.'
   uint64_t origin_ = 0;
+  uint32_t pool_ = 0;
+  std::atomic<uint64_t>* budget_ = nullptr;
+  uint64_t charged_ = 0;
   std::string auth_user_;
   int64_t accepted_wall_ms_ = 0;
   TimePoint accepted_at_{};

@@ -49,6 +49,7 @@ struct Batch {
   std::string sender;    // bare address; empty = null reverse-path
   std::string message;   // raw RFC 5322 bytes
   std::vector<std::string> recipients;
+  std::string pool;  // egress pool by name; empty: pool rules or the default
 };
 
 struct Stats {
@@ -59,6 +60,8 @@ struct Stats {
   uint64_t connections_opened = 0;
   uint64_t transactions = 0;
   uint64_t unknown_outcomes = 0;
+  uint64_t dropped = 0;       // dropped by an operator
+  uint64_t queued_bytes = 0;  // memory charged to limits.max_queued_bytes
 };
 
 class Engine {

@@ -186,12 +186,26 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
                   std::to_string(config_.ingest.max_recipients));
   }
   bool sender_utf8 = false;
+  std::string sender_domain;
   if (!in.sender.empty()) {
     auto s = proto::parse_mailbox(in.sender);
     if (!s.ok()) {
       return reject("invalid sender: " + s.error().message);
     }
     sender_utf8 = s->utf8;
+    sender_domain = proto::normalize_domain(s->domain);
+  }
+  std::string_view pool_name;
+  for (std::string_view opt : in.options) {
+    if (opt.starts_with("pool=")) {
+      pool_name = opt.substr(5);
+    } else {
+      return reject("unknown batch option \"" + std::string(opt) + "\"");
+    }
+  }
+  auto pool = config_.egress.pool_for(pool_name, sender_domain);
+  if (!pool) {
+    return reject("unknown pool \"" + std::string(pool_name) + "\"");
   }
   // Pass 1: validate, normalise the domain, pick the shard, size arenas.
   const uint32_t n = shard_count();
@@ -262,6 +276,24 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
     ack.reason = "no valid recipient";
     return ack;
   }
+  // Back-pressure: the memory budget is checked before anything is taken,
+  // so a refused batch costs nothing and an accepted one is never dropped.
+  uint64_t rcpt_bytes = accepted * kRecipientOverhead;
+  for (uint32_t s = 0; s < n; ++s) {
+    rcpt_bytes += arena_bytes[s];
+  }
+  uint64_t need = rcpt_bytes + in.message.size() + in.message.size() / 32 + 256;
+  const LimitsConfig& lim = config_.limits;
+  if (unfinished() + accepted > lim.max_queued_recipients ||
+      queued_bytes() + need > lim.max_queued_bytes) {
+    proto::Ack busy;
+    busy.batch_id = ack.batch_id;
+    busy.status = proto::AckStatus::kTryLater;
+    busy.reason = "queue is full (" + std::to_string(unfinished()) + " recipients, " +
+                  std::to_string(queued_bytes() >> 20) + " MiB queued; limits.max_queued_*): " +
+                  "try later";
+    return busy;
+  }
   MessageInit mi;
   mi.batch_id = ack.batch_id;
   mi.sender = std::string(in.sender);
@@ -271,6 +303,8 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
   mi.auth_user = std::string(in.auth_user);
   mi.accepted_wall_ms = clock_->wall_ms();
   mi.accepted_at = clock_->now();
+  mi.pool = *pool;
+  mi.budget = &queued_bytes_;
   MessageRef msg = Message::create(std::move(mi));
   // Pass 2: build one job per shard that has recipients.
   std::vector<Job*> jobs(n, nullptr);
@@ -289,6 +323,7 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
     j->add(p.addr, p.domain_off);
   }
   unfinished_.fetch_add(accepted, std::memory_order_acq_rel);
+  queued_bytes_.fetch_add(rcpt_bytes, std::memory_order_relaxed);
   for (uint32_t s = 0; s < n; ++s) {
     if (jobs[s] == nullptr) {
       continue;
@@ -306,8 +341,9 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
   return ack;
 }
 
-void Runtime::recipients_final(uint64_t n) {
-  if (unfinished_.fetch_sub(n, std::memory_order_acq_rel) == n) {
+void Runtime::recipient_final(size_t addr_bytes) {
+  queued_bytes_.fetch_sub(kRecipientOverhead + addr_bytes, std::memory_order_relaxed);
+  if (unfinished_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
     std::lock_guard lock(mu_);
     cv_.notify_all();
   }
@@ -348,8 +384,10 @@ Runtime::Totals Runtime::totals() const {
     t.connections_opened += st.connections_opened.load(std::memory_order_relaxed);
     t.transactions += st.transactions.load(std::memory_order_relaxed);
     t.unknown_outcomes += st.unknown_outcomes.load(std::memory_order_relaxed);
+    t.dropped += st.dropped.load(std::memory_order_relaxed);
   }
   t.unfinished = unfinished();
+  t.queued_bytes = queued_bytes();
   return t;
 }
 

@@ -32,7 +32,12 @@ struct BatchInput {
   std::vector<std::string_view> recipients;
   uint64_t origin = 0;  // ingest connection id; 0 = embedding API
   std::string_view auth_user;
+  std::vector<std::string_view> options;  // "name=value"; "pool=NAME" is the only one
 };
+
+/// Memory charged per queued recipient besides its address (entry, queue
+/// reference, bookkeeping), for the limits.max_queued_bytes budget.
+inline constexpr uint64_t kRecipientOverhead = 48;
 
 class Runtime {
  public:
@@ -72,15 +77,16 @@ class Runtime {
   void add_socket_subscriber(int delta) { socket_subscribers_.fetch_add(delta); }
 
   struct Totals {
-    uint64_t delivered = 0, deferred = 0, bounced = 0, connections_opened = 0,
-             transactions = 0, unknown_outcomes = 0, unfinished = 0;
+    uint64_t delivered = 0, deferred = 0, bounced = 0, dropped = 0, connections_opened = 0,
+             transactions = 0, unknown_outcomes = 0, unfinished = 0, queued_bytes = 0;
   };
   Totals totals() const;
 
   // --- shard threads ----------------------------------------------------------
   Shard& shard(uint32_t i) { return *shards_[i]; }
   ShardRing& ring(uint32_t from, uint32_t to) { return *rings_[from * shard_count() + to]; }
-  void recipients_final(uint64_t n);
+  void recipient_final(size_t addr_bytes);
+  uint64_t queued_bytes() const { return queued_bytes_.load(std::memory_order_relaxed); }
   /// Shard i finished creating its ring (ok or not).
   void shard_started(uint32_t id, Result<void> result);
 
@@ -95,6 +101,7 @@ class Runtime {
   std::vector<std::unique_ptr<MpscQueue>> external_;
   std::vector<std::thread> threads_;
   std::atomic<uint64_t> unfinished_{0};
+  std::atomic<uint64_t> queued_bytes_{0};  // message bodies + per-recipient state
   std::atomic<uint64_t> batch_seq_{0};
   std::atomic<uint64_t> subscriber_seq_{0};
   std::atomic<uint32_t> socket_subscribers_{0};

@@ -1,12 +1,35 @@
 #include "engine/scheduler.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "engine/log.h"
 #include "engine/shard.h"
 #include "engine/smtp_connection.h"
+#include "proto/bounce.h"
+#include "proto/json.h"
 
 namespace ringmail::engine {
+namespace {
+
+proto::FailureStage failure_stage(Stage s) {
+  switch (s) {
+    case Stage::kDns:
+      return proto::FailureStage::kDns;
+    case Stage::kConnect:
+    case Stage::kGreeting:
+    case Stage::kEhlo:
+    case Stage::kHelo:
+      return proto::FailureStage::kConnection;
+    default:
+      return proto::FailureStage::kSmtp;
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+// Small pieces
 
 void Job::add(std::string_view address, size_t domain_off) {
   RcptEntry r;
@@ -19,6 +42,63 @@ void Job::add(std::string_view address, size_t domain_off) {
 
 RetryGroup::RetryGroup(Destination* d, void* sched)
     : timer(&Scheduler::on_retry_timer, this), scheduler(sched), dest(d) {}
+
+Destination::Destination(void* sched) : wake(&Scheduler::on_wake_timer, this), scheduler(sched) {}
+
+uint32_t Destination::connections() const {
+  uint32_t n = 0;
+  for (const auto& s : sources) {
+    n += s.connections;
+  }
+  return n;
+}
+
+uint32_t Destination::working() const {
+  uint32_t n = 0;
+  for (const auto& s : sources) {
+    n += s.working;
+  }
+  return n;
+}
+
+void TokenBucket::configure(Rate rate, TimePoint now) {
+  rate_ = rate.per_second;
+  burst_ = std::max(1.0, std::ceil(rate_ * 0.1));
+  tokens_ = burst_;
+  last_ = now;
+}
+
+void TokenBucket::refill(TimePoint now) {
+  if (now > last_) {
+    double secs = std::chrono::duration<double>(now - last_).count();
+    tokens_ = std::min(burst_, tokens_ + secs * rate_);
+    last_ = now;
+  }
+}
+
+bool TokenBucket::try_take(TimePoint now) {
+  if (rate_ <= 0) {
+    return true;
+  }
+  refill(now);
+  if (tokens_ >= 1.0) {
+    tokens_ -= 1.0;
+    return true;
+  }
+  return false;
+}
+
+TimePoint TokenBucket::next_token(TimePoint now) const {
+  if (rate_ <= 0 || tokens_ >= 1.0) {
+    return now;
+  }
+  double need = (1.0 - tokens_) / rate_;
+  TimePoint at = last_ + std::chrono::duration_cast<Nanos>(std::chrono::duration<double>(need));
+  return std::max(at, now);
+}
+
+// ---------------------------------------------------------------------------
+// Scheduler
 
 Scheduler::Scheduler(Shard& shard)
     : shard_(shard), config_(shard.config()), rng_(0x9e3779b97f4a7c15ull ^ shard.id()) {}
@@ -48,17 +128,44 @@ Scheduler::~Scheduler() {
   }
 }
 
-Destination& Scheduler::destination(std::string_view domain) {
-  auto it = dests_.find(std::string(domain));
+bool Scheduler::matches(const std::string& pattern, const std::string& domain) const {
+  if (pattern == "*" || pattern == domain) {
+    return true;
+  }
+  if (pattern.starts_with("*.")) {
+    std::string_view suffix = std::string_view(pattern).substr(1);
+    return domain.size() > suffix.size() && domain.ends_with(suffix);
+  }
+  return false;
+}
+
+Destination& Scheduler::destination(std::string_view domain, uint32_t pool) {
+  std::string key(domain);
+  key.push_back('\0');
+  key.append(std::to_string(pool));
+  auto it = dests_.find(key);
   if (it != dests_.end()) {
     return *it->second;
   }
-  auto d = std::make_unique<Destination>();
+  auto d = std::make_unique<Destination>(this);
   d->domain = std::string(domain);
+  d->pool = pool;
+  d->shaping = config_.shaping_for(domain);
   d->route = &config_.routing.route_for(domain);
-  d->conn_limit = config_.delivery.max_conns_per_destination;
+  TimePoint now = shard_.clock().now();
+  for (uint32_t src : config_.egress.pools[pool].sources) {
+    SourceState s;
+    s.source = src;
+    s.conn_limit = d->shaping.max_connections;
+    s.msgs.configure(d->shaping.msg_rate, now);
+    s.connects.configure(d->shaping.connect_rate, now);
+    d->sources.push_back(std::move(s));
+  }
+  for (const auto& p : paused_patterns_) {
+    d->paused = d->paused || matches(p, d->domain);
+  }
   Destination& ref = *d;
-  dests_.emplace(d->domain, std::move(d));
+  dests_.emplace(std::move(key), std::move(d));
   return ref;
 }
 
@@ -68,13 +175,14 @@ void Scheduler::accept(Job* job) {
   // batch order, so a run is usually the whole domain's share.
   uint32_t i = 0;
   const auto n = static_cast<uint32_t>(job->rcpts.size());
+  const uint32_t pool = job->msg->pool();
   while (i < n) {
     std::string_view dom = job->domain(job->rcpts[i]);
     uint32_t j = i + 1;
     while (j < n && job->domain(job->rcpts[j]) == dom) {
       ++j;
     }
-    Destination& d = destination(dom);
+    Destination& d = destination(dom, pool);
     enqueue_run(d, job, i, j - i);
     dispatch(d);
     i = j;
@@ -86,17 +194,55 @@ void Scheduler::enqueue_run(Destination& d, Job* job, uint32_t first, uint32_t c
     job->rcpts[first + k].status = RcptStatus::kQueued;
     d.ready.push_back(QItem{job, first + k});
   }
-  const uint32_t per = config_.delivery.max_rcpts_per_txn;
+  const uint32_t per = d.shaping.max_rcpts_per_txn;
   d.ready_txns += (count + per - 1) / per;
 }
 
-void Scheduler::dispatch(Destination& d) {
-  while (!d.ready.empty() && !d.idle.empty()) {
-    SmtpConnection* c = d.idle.back();
-    d.idle.pop_back();
-    c->unpark();
-    feed(c);
+void Scheduler::arm_wake(Destination& d, TimePoint when) {
+  if (!d.wake.armed() || when < shard_.clock().now()) {
+    shard_.timers().schedule(&d.wake, when);
   }
+}
+
+void Scheduler::on_wake_timer(void* dest) {
+  auto* d = static_cast<Destination*>(dest);
+  static_cast<Scheduler*>(d->scheduler)->dispatch(*d);
+}
+
+void Scheduler::end_backoffs(Destination& d, TimePoint now) {
+  for (auto& s : d.sources) {
+    if (s.backing_off && now >= s.backoff_until) {
+      s.backing_off = false;
+      s.hold_txns = false;
+      s.successes = 0;
+      destination_event(d, s, EventType::kResume, "");
+    }
+  }
+}
+
+void Scheduler::dispatch(Destination& d) {
+  end_backoffs(d, shard_.clock().now());
+  if (d.paused) {
+    return;
+  }
+  // Idle connections first, each offered work once (feed() parks it again
+  // when a rate limit or an empty queue leaves it idle).
+  for (auto& s : d.sources) {
+    if (s.hold_txns || d.ready.empty()) {
+      continue;
+    }
+    std::vector<SmtpConnection*> idle;
+    idle.swap(s.idle);
+    for (SmtpConnection* c : idle) {
+      c->unpark();
+      feed_one(c);
+    }
+  }
+  open_more(d);
+}
+
+void Scheduler::open_more(Destination& d) {
+  TimePoint now = shard_.clock().now();
   if (shutting_down_ || d.ready.empty()) {
     return;
   }
@@ -105,11 +251,34 @@ void Scheduler::dispatch(Destination& d) {
   }
   const uint64_t window = std::max<uint32_t>(1, config_.delivery.max_pipelined_txns);
   const uint64_t wanted = (std::max<uint64_t>(d.ready_txns, 1) + window - 1) / window;
-  uint32_t connecting = d.connections - d.working;
-  while (d.connections < d.conn_limit && d.connections < wanted + d.working &&
-         connecting < kMaxConnectsInFlight) {
-    open_connection(d);
+  uint32_t connecting = d.connections() - d.working();
+  std::optional<TimePoint> retry_at;
+  const size_t n = d.sources.size();
+  for (size_t tries = 0; tries < n && d.connections() < wanted + d.working() &&
+                         connecting < kMaxConnectsInFlight;) {
+    uint32_t i = d.next_source % static_cast<uint32_t>(n);
+    SourceState& s = d.sources[i];
+    bool eligible = s.connections < s.conn_limit && !(s.backing_off && s.hold_txns);
+    if (eligible && s.connects.limited() && !s.connects.try_take(now)) {
+      TimePoint t = s.connects.next_token(now);
+      retry_at = retry_at ? std::min(*retry_at, t) : t;
+      eligible = false;
+    }
+    if (s.backing_off && s.hold_txns) {
+      retry_at = retry_at ? std::min(*retry_at, s.backoff_until) : s.backoff_until;
+    }
+    if (!eligible) {
+      ++d.next_source;
+      ++tries;
+      continue;
+    }
+    open_connection(d, i);
     ++connecting;
+    ++d.next_source;
+    tries = 0;
+  }
+  if (retry_at) {
+    arm_wake(d, *retry_at);
   }
 }
 
@@ -149,9 +318,10 @@ bool Scheduler::ensure_route(Destination& d) {
   return d.resolution && d.resolution->kind == RouteResolution::Kind::kOk;
 }
 
-void Scheduler::open_connection(Destination& d) {
-  auto* c = new SmtpConnection(shard_, *this, &d);
-  ++d.connections;
+void Scheduler::open_connection(Destination& d, uint32_t source) {
+  auto* c = new SmtpConnection(shard_, *this, &d, source);
+  SourceState& s = d.sources[source];
+  ++s.connections;
   ++connections_;
   d.all.push_back(c);
   shard_.stats().connections_opened.fetch_add(1, std::memory_order_relaxed);
@@ -159,15 +329,25 @@ void Scheduler::open_connection(Destination& d) {
 }
 
 bool Scheduler::give_txn(Destination& d, SmtpConnection* c) {
-  if (d.ready.empty()) {
+  if (d.ready.empty() || d.paused) {
+    return false;
+  }
+  SourceState& s = d.sources[c->source()];
+  if (s.hold_txns) {
+    return false;
+  }
+  TimePoint now = shard_.clock().now();
+  if (!s.msgs.try_take(now)) {
+    arm_wake(d, s.msgs.next_token(now));
     return false;
   }
   auto* ctx = new TxnCtx();
   ctx->dest = &d;
+  ctx->source = c->source();
   ctx->job = d.ready.front().job;
   SessionTxn txn;
   txn.msg = ctx->job->msg;
-  const uint32_t max = config_.delivery.max_rcpts_per_txn;
+  const uint32_t max = d.shaping.max_rcpts_per_txn;
   while (!d.ready.empty() && d.ready.front().job == ctx->job && ctx->idx.size() < max) {
     uint32_t idx = d.ready.front().idx;
     d.ready.pop_front();
@@ -176,6 +356,7 @@ bool Scheduler::give_txn(Destination& d, SmtpConnection* c) {
     ctx->idx.push_back(idx);
     txn.rcpts.push_back(ctx->job->address(r));
   }
+  d.in_flight += ctx->idx.size();
   if (d.ready_txns > 0) {
     --d.ready_txns;
   }
@@ -190,47 +371,126 @@ bool Scheduler::give_txn(Destination& d, SmtpConnection* c) {
 }
 
 void Scheduler::feed(SmtpConnection* c) {
+  feed_one(c);
   Destination& d = *c->dest();
+  if (!d.ready.empty()) {
+    open_more(d);
+  }
+}
+
+void Scheduler::feed_one(SmtpConnection* c) {
+  Destination& d = *c->dest();
+  SourceState& s = d.sources[c->source()];
   while (c->can_accept_txn() && give_txn(d, c)) {
   }
   if (c->idle()) {
-    if (shutting_down_ || !c->can_accept_txn()) {
-      c->quit();  // per-connection message limit reached, or shutting down
+    if (shutting_down_ || !c->can_accept_txn() || d.paused) {
+      c->quit();  // per-connection message limit reached, paused, or shutting down
       return;
     }
-    if (std::find(d.idle.begin(), d.idle.end(), c) == d.idle.end()) {
-      d.idle.push_back(c);
+    if (std::find(s.idle.begin(), s.idle.end(), c) == s.idle.end()) {
+      s.idle.push_back(c);
       c->park();
     }
   }
-  dispatch(d);
 }
 
 void Scheduler::connection_expired(SmtpConnection* c) {
-  Destination& d = *c->dest();
-  std::erase(d.idle, c);
+  std::erase(c->dest()->sources[c->source()].idle, c);
 }
 
 void Scheduler::connection_closed(SmtpConnection* c) {
   Destination& d = *c->dest();
-  std::erase(d.idle, c);
+  SourceState& s = d.sources[c->source()];
+  std::erase(s.idle, c);
   std::erase(d.all, c);
-  --d.connections;
+  --s.connections;
   --connections_;
   if (c->failed_before_ready()) {
     proto::Reply why = c->failure() ? *c->failure()
                                     : proto::make_reply(451, "4.4.1 connection failed");
-    if (d.working == 0 && d.connections == 0) {
+    if (d.working() == 0 && d.connections() == 0) {
       // Dead destination: nobody can reach it now. Defer what waits for it
-      // instead of hammering it with new connections.
+      // and hold new attempts for the backoff time.
+      throttle(d, s, why.summary(), /*hold=*/true);
       defer_queue(d, why, Stage::kConnect);
     } else {
       // Others work: this many connections is what the server accepts.
-      d.conn_limit = std::max<uint32_t>(1, std::min(d.conn_limit, d.connections));
-      d.successes = 0;
+      throttle(d, s, why.summary(), /*hold=*/false);
     }
+  } else if (c->server_closing() && c->failure()) {
+    throttle(d, s, c->failure()->summary(), /*hold=*/true);
   }
   dispatch(d);
+}
+
+void Scheduler::throttle(Destination& d, SourceState& s, std::string_view reason, bool hold) {
+  TimePoint now = shard_.clock().now();
+  uint32_t before = s.conn_limit;
+  if (hold) {
+    s.conn_limit = std::max<uint32_t>(1, s.conn_limit / 2);
+  } else {
+    s.conn_limit = std::max<uint32_t>(1, std::min(s.conn_limit, s.working));
+  }
+  s.successes = 0;
+  s.backoff_until = now + d.shaping.backoff;
+  bool was = s.backing_off;
+  bool held = s.hold_txns;
+  s.backing_off = d.shaping.backoff.count() > 0;
+  s.hold_txns = s.backing_off && (s.hold_txns || hold);
+  if (s.backing_off && (!was || (s.hold_txns && !held) || s.conn_limit != before)) {
+    destination_event(d, s, EventType::kBackoff, reason);
+  }
+  if (s.backing_off) {
+    arm_wake(d, s.backoff_until);
+  }
+}
+
+void Scheduler::destination_event(const Destination& d, const SourceState& s, EventType type,
+                                  std::string_view reason) {
+  DestinationRecord rec{};
+  rec.type = type;
+  rec.domain = d.domain;
+  rec.pool = config_.egress.pools[d.pool].name;
+  rec.source = config_.egress.sources[s.source].name;
+  rec.reason = reason;
+  rec.max_connections = s.conn_limit;
+  rec.hold = s.hold_txns;
+  rec.wall_ms = shard_.clock().wall_ms();
+  rec.until_wall_ms =
+      rec.wall_ms +
+      std::chrono::duration_cast<Millis>(s.backoff_until - shard_.clock().now()).count();
+  rec.shard = shard_.id();
+  shard_.emit_destination(rec);
+}
+
+void Scheduler::emit_for(const QItem& q, EventType type, const proto::Reply& why, Stage stage,
+                         std::string_view note, std::string_view peer, std::string_view mx,
+                         bool unknown) {
+  const RcptEntry& r = q.job->rcpts[q.idx];
+  OutcomeRecord rec{};
+  rec.type = type;
+  rec.msg = q.job->msg.get();
+  rec.recipient = q.job->address(r);
+  rec.reply = &why;
+  rec.stage = stage;
+  rec.unknown = unknown;
+  rec.peer = peer;
+  rec.mx = mx;
+  rec.attempt = r.attempts;
+  rec.wall_ms = shard_.clock().wall_ms();
+  rec.queue_ms =
+      std::chrono::duration_cast<Millis>(shard_.clock().now() - q.job->msg->accepted_at()).count();
+  rec.shard = shard_.id();
+  rec.note = note;
+  if (type != EventType::kDelivered) {
+    proto::FailureStage fs = note == "expired"   ? proto::FailureStage::kExpiry
+                             : note == "dropped" ? proto::FailureStage::kOperator
+                                                 : failure_stage(stage);
+    rec.failure_class = proto::failure_class_name(
+        proto::classify_failure(why.code, why.enhanced.str(), why.text, fs));
+  }
+  shard_.emit(rec);
 }
 
 void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcome& o,
@@ -243,27 +503,20 @@ void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcom
   EventType type = o.disposition == Disposition::kDelivered ? EventType::kDelivered
                    : o.disposition == Disposition::kBounced ? EventType::kBounced
                                                             : EventType::kDeferred;
-  OutcomeRecord rec{};
-  rec.type = type;
-  rec.msg = job->msg.get();
-  rec.recipient = job->address(r);
-  rec.reply = o.reply;
-  rec.stage = o.stage;
-  rec.unknown = o.unknown;
-  rec.peer = peer;
-  rec.mx = mx;
-  rec.attempt = r.attempts;
-  rec.wall_ms = shard_.clock().wall_ms();
-  rec.queue_ms = std::chrono::duration_cast<Millis>(shard_.clock().now() -
-                                                    job->msg->accepted_at())
-                     .count();
-  rec.shard = shard_.id();
-  shard_.emit(rec);
+  emit_for(QItem{job, idx}, type, *o.reply, o.stage, "", peer, mx, o.unknown);
+  --ctx->dest->in_flight;
   if (type == EventType::kDeferred) {
     r.status = RcptStatus::kDeferred;
     last_deferral_ = o.reply->summary();
-    // Retried together with the rest of its transaction (txn_done).
+    if (!ctx->throttled &&
+        proto::is_throttling_reply(o.reply->code, o.reply->enhanced.str(), o.reply->text)) {
+      ctx->throttled = true;  // once per transaction, not per recipient
+      throttle(*ctx->dest, ctx->dest->sources[ctx->source], o.reply->summary(), /*hold=*/true);
+    }
   } else {
+    if (type == EventType::kBounced) {
+      shard_.bounced(*job->msg, job->address(r), *o.reply, mx);
+    }
     finalize(job, idx);
   }
 }
@@ -271,6 +524,7 @@ void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcom
 void Scheduler::txn_done(SessionTxn& txn) {
   auto* ctx = reinterpret_cast<TxnCtx*>(txn.cookie);
   Destination& d = *ctx->dest;
+  SourceState& s = d.sources[ctx->source];
   std::vector<QItem> deferred;
   bool delivered_any = false;
   for (uint32_t idx : ctx->idx) {
@@ -281,10 +535,10 @@ void Scheduler::txn_done(SessionTxn& txn) {
       delivered_any = true;
     }
   }
-  if (delivered_any && ++d.successes >= kRecoverAfter) {
-    d.successes = 0;
-    if (d.conn_limit < config_.delivery.max_conns_per_destination) {
-      ++d.conn_limit;
+  if (delivered_any && !s.backing_off && ++s.successes >= kRecoverAfter) {
+    s.successes = 0;
+    if (s.conn_limit < d.shaping.max_connections) {
+      ++s.conn_limit;
     }
   }
   if (!deferred.empty()) {
@@ -303,6 +557,7 @@ void Scheduler::txn_returned(SessionTxn&& txn) {
     ctx->job->rcpts[*it].status = RcptStatus::kQueued;
     d.ready.push_front(QItem{ctx->job, *it});
   }
+  d.in_flight -= ctx->idx.size();
   ++d.ready_txns;
   --ctx->job->txns;
   delete ctx;
@@ -311,7 +566,7 @@ void Scheduler::txn_returned(SessionTxn&& txn) {
 void Scheduler::finalize(Job* job, uint32_t idx) {
   job->rcpts[idx].status = RcptStatus::kFinal;
   --unfinished_;
-  shard_.recipient_final(1);
+  shard_.recipient_final(job->address(job->rcpts[idx]).size());
   --job->unfinished;
   maybe_free(job);
 }
@@ -322,8 +577,8 @@ void Scheduler::maybe_free(Job* job) {
   }
 }
 
-Millis Scheduler::retry_delay(uint16_t attempts) {
-  const auto& s = config_.retry.schedule;
+Millis Scheduler::retry_delay(const Destination& d, uint16_t attempts) {
+  const auto& s = d.shaping.retry_schedule;
   size_t i = attempts == 0 ? 0 : std::min<size_t>(attempts - 1, s.size() - 1);
   Millis base = s[i];
   uint32_t jitter = config_.retry.jitter_percent;
@@ -347,8 +602,8 @@ void Scheduler::schedule_retry(Destination& d, std::vector<QItem> items, const s
   // Every item of a group shares a transaction, hence attempts and message.
   const RcptEntry& r0 = g->items.front().job->rcpts[g->items.front().idx];
   TimePoint now = shard_.clock().now();
-  TimePoint due = now + retry_delay(r0.attempts);
-  TimePoint expiry = g->items.front().job->msg->accepted_at() + config_.retry.max_age;
+  TimePoint due = now + retry_delay(d, r0.attempts);
+  TimePoint expiry = g->items.front().job->msg->accepted_at() + d.shaping.max_age;
   if (due > expiry) {
     due = expiry;
   }
@@ -370,7 +625,7 @@ void Scheduler::retry_due(RetryGroup* g) {
   TimePoint now = shard_.clock().now();
   std::vector<QItem> live;
   for (const QItem& q : g->items) {
-    if (now >= q.job->msg->accepted_at() + config_.retry.max_age) {
+    if (now >= q.job->msg->accepted_at() + d.shaping.max_age) {
       expire(d, q, g->last_reply);
     } else {
       live.push_back(q);
@@ -381,38 +636,20 @@ void Scheduler::retry_due(RetryGroup* g) {
       q.job->rcpts[q.idx].status = RcptStatus::kQueued;
       d.ready.push_back(q);
     }
-    d.ready_txns += 1 + live.size() / std::max<uint32_t>(1, config_.delivery.max_rcpts_per_txn);
+    d.ready_txns += 1 + live.size() / std::max<uint32_t>(1, d.shaping.max_rcpts_per_txn);
     dispatch(d);
   }
 }
 
-void Scheduler::emit_for(const QItem& q, EventType type, const proto::Reply& why, Stage stage,
-                         std::string_view note) {
-  const RcptEntry& r = q.job->rcpts[q.idx];
-  OutcomeRecord rec{};
-  rec.type = type;
-  rec.msg = q.job->msg.get();
-  rec.recipient = q.job->address(r);
-  rec.reply = &why;
-  rec.stage = stage;
-  rec.attempt = r.attempts;
-  rec.wall_ms = shard_.clock().wall_ms();
-  rec.queue_ms =
-      std::chrono::duration_cast<Millis>(shard_.clock().now() - q.job->msg->accepted_at()).count();
-  rec.shard = shard_.id();
-  rec.note = note;
-  shard_.emit(rec);
-}
-
-void Scheduler::expire(Destination& /*d*/, QItem q, std::string_view last_reply) {
-  Millis age = config_.retry.max_age;
-  std::string text = "5.4.7 delivery time expired after " + std::to_string(age.count() / 1000) +
-                     "s in the queue";
+void Scheduler::expire(Destination& d, QItem q, std::string_view last_reply) {
+  std::string text = "5.4.7 delivery time expired after " +
+                     std::to_string(d.shaping.max_age.count() / 1000) + "s in the queue";
   if (!last_reply.empty()) {
     text += "; last error: " + std::string(last_reply);
   }
   proto::Reply reply = proto::make_reply(554, text);
   emit_for(q, EventType::kBounced, reply, Stage::kLocal, "expired");
+  shard_.bounced(*q.job->msg, q.job->address(q.job->rcpts[q.idx]), reply, "");
   finalize(q.job, q.idx);
 }
 
@@ -422,6 +659,7 @@ void Scheduler::bounce_queue(Destination& d, const proto::Reply& why, Stage stag
     d.ready.pop_front();
     ++q.job->rcpts[q.idx].attempts;
     emit_for(q, EventType::kBounced, why, stage, "");
+    shard_.bounced(*q.job->msg, q.job->address(q.job->rcpts[q.idx]), why, "");
     finalize(q.job, q.idx);
   }
   d.ready_txns = 0;
@@ -458,11 +696,170 @@ void Scheduler::defer_queue(Destination& d, const proto::Reply& why, Stage stage
   d.ready_txns = 0;
 }
 
+// ---------------------------------------------------------------------------
+// Operator controls
+
+size_t Scheduler::pause(const std::string& pattern, bool paused) {
+  if (paused) {
+    paused_patterns_.push_back(pattern);
+  } else {
+    std::erase_if(paused_patterns_, [&](const std::string& p) { return matches(pattern, p); });
+  }
+  size_t n = 0;
+  for (auto& [key, d] : dests_) {
+    if (!matches(pattern, d->domain)) {
+      continue;
+    }
+    ++n;
+    d->paused = paused;
+    if (paused) {
+      for (auto& s : d->sources) {
+        for (SmtpConnection* c : std::vector<SmtpConnection*>(s.idle)) {
+          c->quit();
+        }
+      }
+    } else {
+      dispatch(*d);
+    }
+  }
+  return n;
+}
+
+size_t Scheduler::flush(const std::string& pattern) {
+  std::vector<RetryGroup*> due;
+  for (RetryGroup* g : retry_groups_) {
+    if (matches(pattern, g->dest->domain)) {
+      due.push_back(g);
+    }
+  }
+  size_t n = 0;
+  for (RetryGroup* g : due) {
+    n += g->items.size();
+    g->timer.cancel();
+    retry_due(g);
+  }
+  for (auto& [key, d] : dests_) {
+    if (matches(pattern, d->domain)) {
+      for (auto& s : d->sources) {
+        s.backoff_until = shard_.clock().now();
+      }
+      dispatch(*d);
+    }
+  }
+  return n;
+}
+
+size_t Scheduler::drop_batch(const std::string& batch_id) {
+  size_t n = 0;
+  proto::Reply reply = proto::make_reply(554, "5.0.0 dropped by an operator");
+  auto drop = [&](const QItem& q) {
+    emit_for(q, EventType::kDropped, reply, Stage::kLocal, "dropped");
+    finalize(q.job, q.idx);
+    ++n;
+  };
+  for (auto& [key, d] : dests_) {
+    std::deque<QItem> keep;
+    for (const QItem& q : d->ready) {
+      if (q.job->msg->batch_id() == batch_id) {
+        drop(q);
+      } else {
+        keep.push_back(q);
+      }
+    }
+    d->ready.swap(keep);
+  }
+  for (RetryGroup* g : std::vector<RetryGroup*>(retry_groups_.begin(), retry_groups_.end())) {
+    std::vector<QItem> keep;
+    for (const QItem& q : g->items) {
+      if (q.job->msg->batch_id() == batch_id) {
+        drop(q);
+        --g->dest->retry_waiting;
+      } else {
+        keep.push_back(q);
+      }
+    }
+    g->items.swap(keep);
+    if (g->items.empty()) {
+      retry_groups_.erase(g);
+      delete g;
+    }
+  }
+  return n;
+}
+
+void Scheduler::list(const std::string& pattern, std::string* out) const {
+  using proto::append_json_key;
+  using proto::append_json_string;
+  using proto::append_json_uint;
+  TimePoint now = shard_.clock().now();
+  for (const auto& [key, d] : dests_) {
+    if (!matches(pattern, d->domain)) {
+      continue;
+    }
+    if (!out->empty()) {
+      out->push_back(',');
+    }
+    out->push_back('{');
+    append_json_key(*out, "domain");
+    append_json_string(*out, d->domain);
+    out->append(",");
+    append_json_key(*out, "pool");
+    append_json_string(*out, config_.egress.pools[d->pool].name);
+    out->append(",");
+    append_json_key(*out, "shard");
+    append_json_uint(*out, shard_.id());
+    out->append(",");
+    append_json_key(*out, "queued");
+    append_json_uint(*out, d->ready.size());
+    out->append(",");
+    append_json_key(*out, "in_flight");
+    append_json_uint(*out, d->in_flight);
+    out->append(",");
+    append_json_key(*out, "deferred");
+    append_json_uint(*out, d->retry_waiting);
+    out->append(",");
+    append_json_key(*out, "connections");
+    append_json_uint(*out, d->connections());
+    out->append(",");
+    append_json_key(*out, "paused");
+    out->append(d->paused ? "true" : "false");
+    out->append(",");
+    append_json_key(*out, "sources");
+    out->push_back('[');
+    for (size_t i = 0; i < d->sources.size(); ++i) {
+      const SourceState& s = d->sources[i];
+      if (i > 0) {
+        out->push_back(',');
+      }
+      out->push_back('{');
+      append_json_key(*out, "source");
+      append_json_string(*out, config_.egress.sources[s.source].name);
+      out->append(",");
+      append_json_key(*out, "connections");
+      append_json_uint(*out, s.connections);
+      out->append(",");
+      append_json_key(*out, "max_connections");
+      append_json_uint(*out, s.conn_limit);
+      out->append(",");
+      append_json_key(*out, "backoff_ms");
+      append_json_uint(*out,
+                       s.backing_off && s.backoff_until > now
+                           ? static_cast<uint64_t>(
+                                 std::chrono::duration_cast<Millis>(s.backoff_until - now).count())
+                           : 0);
+      out->push_back('}');
+    }
+    out->append("]}");
+  }
+}
+
 void Scheduler::begin_shutdown() {
   shutting_down_ = true;
   for (auto& [name, d] : dests_) {
-    for (SmtpConnection* c : std::vector<SmtpConnection*>(d->idle)) {
-      c->quit();
+    for (auto& s : d->sources) {
+      for (SmtpConnection* c : std::vector<SmtpConnection*>(s.idle)) {
+        c->quit();
+      }
     }
   }
 }
@@ -470,6 +867,7 @@ void Scheduler::begin_shutdown() {
 void Scheduler::abort_all() {
   shutting_down_ = true;
   for (auto& [name, d] : dests_) {
+    d->wake.cancel();
     for (SmtpConnection* c : std::vector<SmtpConnection*>(d->all)) {
       c->abort("ringmail is shutting down");
     }

@@ -1,33 +1,40 @@
-/// scheduler.h — a shard's queues: jobs, destinations, retries.
+/// scheduler.h — a shard's queues: jobs, destinations, retries, shaping.
 ///
 /// Vocabulary (after KumoMTA's queues and Postfix's qmgr):
 ///   - Job: the recipients of one batch that belong to this shard, with the
 ///     shared Message. Addresses live in one arena per job; a recipient
 ///     entry is 16 bytes plus its address.
-///   - Destination: the per-domain ready queue (FIFO of (job, recipient)
-///     references), its connections and its limits. A recipient's domain
-///     hashes to exactly one shard, so a destination's limits are exact
-///     without coordination.
+///   - Destination: one recipient domain sent through one egress pool. It
+///     holds the FIFO ready queue of (job, recipient) references, the route
+///     resolution, and one SourceState per source of the pool: connections,
+///     token buckets and backoff are per (source, destination), so the
+///     limits of [delivery] and [[shaping]] hold exactly per source. A
+///     domain hashes to exactly one shard, so no coordination is needed.
 ///   - RetryGroup: the recipients of one transaction deferred together,
-///     waiting on one timer of the shard's timer wheel until their next
-///     attempt. Nothing is ever scanned to find due work.
+///     waiting on one timer of the shard's wheel. Nothing is ever scanned
+///     to find due work.
 ///
-/// Strategies (each kept simple and documented where it lives):
+/// Strategies, each simple and stated here:
 ///   - transactions take consecutive recipients of the same job from the
-///     ready queue, up to delivery.max_rcpts_per_txn;
-///   - connections are opened on demand: enough to cover the estimated
-///     number of queued transactions divided by the pipelining window, up
-///     to the destination's current connection limit;
-///   - dead destination: when a connection fails before the SMTP session
-///     is ready and no other connection to the destination works, every
-///     queued recipient is deferred with that failure (one retry group);
-///   - concurrency feedback: a failure before ready while other connections
-///     work (e.g. "421 too many connections") lowers the destination's
-///     connection limit to what works; each successful transaction raises
-///     it again, one connection per `kRecoverAfter` successes, up to the
-///     configured maximum (Postfix's slow start and feedback, simplified);
-///   - retries follow retry.schedule with jitter; a recipient whose batch
-///     is older than retry.max_age bounces as expired at its next due time.
+///     ready queue, up to the destination's max_rcpts_per_txn, and each
+///     takes one token of the source's msg_rate bucket;
+///   - connections open on demand (enough for the queued transactions
+///     divided by the pipelining window), round robin over the pool's
+///     sources that are below their connection limit, not paused by a
+///     backoff and have a connect_rate token;
+///   - backoff: a throttling signal (421, a refused connection, or a reply
+///     that says "too many"/"rate limit"/4.7.x — proto::is_throttling_reply)
+///     halves the source's connection limit and, when nothing works or the
+///     server asked to slow down, pauses new transactions for
+///     shaping.backoff. Events "backoff" and "resume" mark both ends. After
+///     the backoff, each kRecoverAfter successful transactions raise the
+///     limit by one up to the maximum (additive increase, multiplicative
+///     decrease);
+///   - dead destination: when a connection fails before its session is
+///     ready and no other connection to the destination works, every
+///     queued recipient is deferred (one retry group per job run);
+///   - retries follow the destination's retry schedule with jitter; past
+///     max_age a recipient bounces as expired at its due time.
 /// Thread safety: everything here belongs to one shard thread.
 #pragma once
 
@@ -96,28 +103,70 @@ struct RetryGroup {
   std::string last_reply;  // summary of the reply that deferred them
 };
 
+/// A token bucket: `rate` tokens per second, a burst of one tenth of a
+/// second's worth (at least one).
+class TokenBucket {
+ public:
+  void configure(Rate rate, TimePoint now);
+  bool limited() const { return rate_ > 0; }
+  /// Takes a token if one is available at `now`.
+  bool try_take(TimePoint now);
+  /// When the next token is available.
+  TimePoint next_token(TimePoint now) const;
+
+ private:
+  void refill(TimePoint now);
+  double rate_ = 0;
+  double burst_ = 1;
+  double tokens_ = 1;
+  TimePoint last_{};
+};
+
+struct SourceState {
+  uint32_t source = 0;       // index into Config::egress.sources
+  uint32_t connections = 0;  // open or opening
+  uint32_t working = 0;      // whose session reached "ready"
+  uint32_t conn_limit = 1;   // current limit (<= shaping.max_connections)
+  uint32_t successes = 0;    // since the last limit change
+  TokenBucket msgs;
+  TokenBucket connects;
+  bool backing_off = false;
+  bool hold_txns = false;  // during a backoff: no new transactions
+  TimePoint backoff_until{};
+  std::vector<SmtpConnection*> idle;
+};
+
 struct Destination {
+  Destination(void* scheduler);
   std::string domain;  // lower-case
+  uint32_t pool = 0;
+  Shaping shaping;
   const Route* route = nullptr;
   /// Where to connect, from the route (and DNS); refreshed when it expires.
   /// While a refresh runs, a previous good resolution stays in use.
   std::optional<RouteResolution> resolution;
   bool resolving = false;
+  bool paused = false;  // by an operator
   std::deque<QItem> ready;
-  uint64_t ready_txns = 0;      // estimate of transactions in `ready`
-  uint32_t connections = 0;     // open or opening
-  uint32_t working = 0;         // whose session reached "ready"
-  uint32_t conn_limit = 0;      // current limit (<= configured maximum)
-  uint32_t successes = 0;       // since the last limit change
-  std::vector<SmtpConnection*> idle;
+  uint64_t ready_txns = 0;  // estimate of transactions in `ready`
+  uint64_t in_flight = 0;   // recipients in transactions
+  uint64_t retry_waiting = 0;
+  std::vector<SourceState> sources;
   std::vector<SmtpConnection*> all;
-  uint64_t retry_waiting = 0;   // recipients in retry groups
+  uint32_t next_source = 0;  // round robin
+  Timer wake;                // rate limit or backoff end: dispatch again
+  void* scheduler;
+
+  uint32_t connections() const;
+  uint32_t working() const;
 };
 
 /// What the scheduler attaches to a SessionTxn (its cookie).
 struct TxnCtx {
   Job* job;
   Destination* dest;
+  uint32_t source;  // index into dest->sources
+  bool throttled = false;
   std::vector<uint32_t> idx;
 };
 
@@ -143,8 +192,22 @@ class Scheduler {
   /// An idle connection's idle time ran out: it will QUIT.
   void connection_expired(SmtpConnection* c);
 
-  /// Timer callback of a RetryGroup.
+  // --- operator controls (ringmail-ctl), this shard's share ---------------
+  /// Destinations whose domain matches `pattern` ("*" = all, "*.suffix", or
+  /// an exact name); pausing also applies to destinations created later.
+  size_t pause(const std::string& pattern, bool paused);
+  /// Makes every waiting retry of matching destinations due now.
+  size_t flush(const std::string& pattern);
+  /// Removes the queued recipients of a batch (dropped events); recipients
+  /// in flight finish normally. Returns how many were dropped.
+  size_t drop_batch(const std::string& batch_id);
+  /// Appends a JSON object per matching destination to `out` (comma
+  /// separated, no brackets).
+  void list(const std::string& pattern, std::string* out) const;
+
+  /// Timer callbacks.
   static void on_retry_timer(void* group);
+  static void on_wake_timer(void* dest);
 
   /// Recipients on this shard not yet final.
   uint64_t unfinished() const { return unfinished_; }
@@ -156,36 +219,46 @@ class Scheduler {
   bool quiescent() const { return connections_ == 0; }
 
  private:
-  Destination& destination(std::string_view domain);
+  Destination& destination(std::string_view domain, uint32_t pool);
   void enqueue_run(Destination& d, Job* job, uint32_t first, uint32_t count);
   void dispatch(Destination& d);
+  void open_more(Destination& d);
+  void feed_one(SmtpConnection* c);
   bool give_txn(Destination& d, SmtpConnection* c);
-  void open_connection(Destination& d);
+  void open_connection(Destination& d, uint32_t source);
   /// True when `d` has a usable resolution; starts or waits for one, or
   /// applies a resolution's bounce/defer verdict to the queue.
   bool ensure_route(Destination& d);
   void defer_queue(Destination& d, const proto::Reply& why, Stage stage);
   void bounce_queue(Destination& d, const proto::Reply& why, Stage stage);
   void emit_for(const QItem& q, EventType type, const proto::Reply& why, Stage stage,
-                std::string_view note);
+                std::string_view note, std::string_view peer = {}, std::string_view mx = {},
+                bool unknown = false);
   void schedule_retry(Destination& d, std::vector<QItem> items, const std::string& why);
   void retry_due(RetryGroup* g);
   void finalize(Job* job, uint32_t idx);
   static void maybe_free(Job* job);
   void expire(Destination& d, QItem item, std::string_view last_reply);
-  Millis retry_delay(uint16_t attempts);
+  Millis retry_delay(const Destination& d, uint16_t attempts);
+  void throttle(Destination& d, SourceState& s, std::string_view reason, bool hold);
+  void end_backoffs(Destination& d, TimePoint now);
+  void arm_wake(Destination& d, TimePoint when);
+  void destination_event(const Destination& d, const SourceState& s, EventType type,
+                         std::string_view reason);
+  bool matches(const std::string& pattern, const std::string& domain) const;
 
   Shard& shard_;
   const Config& config_;
   std::unordered_map<std::string, std::unique_ptr<Destination>> dests_;
   std::unordered_set<RetryGroup*> retry_groups_;  // owned; each deleted when due
+  std::vector<std::string> paused_patterns_;
   std::mt19937_64 rng_;
   uint64_t unfinished_ = 0;
-  std::string last_deferral_;  // summary of the latest deferring reply (for retry groups)
   uint64_t connections_ = 0;
   bool shutting_down_ = false;
+  std::string last_deferral_;  // summary of the latest deferring reply (for retry groups)
 
-  static constexpr uint32_t kRecoverAfter = 20;       // successes per extra connection
+  static constexpr uint32_t kRecoverAfter = 20;         // successes per extra connection
   static constexpr uint32_t kMaxConnectsInFlight = 16;  // per destination
 };
 

@@ -65,6 +65,7 @@ void Shard::run() {
   route_resolver_ = std::make_unique<RouteResolver>(
       *dns_cache_, clock(), config(), 0x2545F4914F6CDD1Dull * (id_ + 1) ^ clock().wall_ms());
   scheduler_ = std::make_unique<Scheduler>(*this);
+  dsn_ = std::make_unique<DsnCollector>(*this);
   event_log_ = std::make_unique<EventLog>(*ring_, rt_.event_file_fd());
   if (id_ == 0 && rt_.ingest_listen_fd() >= 0) {
     ingest_ = std::make_unique<Ingest>(*this, rt_.ingest_listen_fd());
@@ -85,6 +86,7 @@ void Shard::run() {
   dns_client_.reset();
   route_resolver_.reset();
   dns_cache_.reset();
+  dsn_.reset();
   scheduler_.reset();
   event_log_.reset();
   timers_.reset();
@@ -256,6 +258,21 @@ void Shard::loop() {
   }
 }
 
+void Shard::publish(EventView& v) {
+  event_log_->append_line(json_scratch_);
+  v.json = json_scratch_;
+  for (auto& [id, cb] : subscribers_) {
+    cb(v);
+  }
+  if (rt_.socket_subscribers() > 0) {
+    uint64_t origin = v.origin;
+    auto len = static_cast<uint32_t>(json_scratch_.size());
+    forward_.append(reinterpret_cast<const char*>(&origin), sizeof origin);
+    forward_.append(reinterpret_cast<const char*>(&len), sizeof len);
+    forward_.append(json_scratch_);
+  }
+}
+
 void Shard::emit(const OutcomeRecord& rec) {
   switch (rec.type) {
     case EventType::kDelivered:
@@ -267,43 +284,56 @@ void Shard::emit(const OutcomeRecord& rec) {
     case EventType::kBounced:
       stats_.bounced.fetch_add(1, std::memory_order_relaxed);
       break;
+    case EventType::kDropped:
+      stats_.dropped.fetch_add(1, std::memory_order_relaxed);
+      break;
+    default:
+      break;
   }
   if (rec.unknown) {
     stats_.unknown_outcomes.fetch_add(1, std::memory_order_relaxed);
   }
   json_scratch_.clear();
   format_event_json(json_scratch_, rec);
-  event_log_->append_line(json_scratch_);
-  if (!subscribers_.empty()) {
-    EventView v;
-    v.type = rec.type;
-    v.batch = rec.msg->batch_id();
-    v.recipient = rec.recipient;
-    v.sender = rec.msg->sender();
-    v.code = rec.reply->code;
-    std::string enh = rec.reply->enhanced.str();
-    v.enhanced_code = enh;
-    std::string resp = rec.reply->summary();
-    v.response = resp;
-    v.peer = rec.peer;
-    v.mx = rec.mx;
-    v.attempt = rec.attempt;
-    v.origin = rec.msg->origin();
-    v.json = json_scratch_;
-    for (auto& [id, cb] : subscribers_) {
-      cb(v);
-    }
+  EventView v;
+  v.type = rec.type;
+  v.batch = rec.msg->batch_id();
+  v.recipient = rec.recipient;
+  v.sender = rec.msg->sender();
+  v.code = rec.reply->code;
+  v.peer = rec.peer;
+  v.mx = rec.mx;
+  v.attempt = rec.attempt;
+  v.origin = rec.msg->origin();
+  v.failure_class = rec.failure_class;
+  if (subscribers_.empty()) {
+    publish(v);
+    return;
   }
-  if (rt_.socket_subscribers() > 0) {
-    uint64_t origin = rec.msg->origin();
-    auto len = static_cast<uint32_t>(json_scratch_.size());
-    forward_.append(reinterpret_cast<const char*>(&origin), sizeof origin);
-    forward_.append(reinterpret_cast<const char*>(&len), sizeof len);
-    forward_.append(json_scratch_);
-  }
+  std::string enh = rec.reply->enhanced.str();
+  std::string resp = rec.reply->summary();
+  v.enhanced_code = enh;
+  v.response = resp;
+  publish(v);
 }
 
-void Shard::recipient_final(uint64_t n) { rt_.recipients_final(n); }
+void Shard::emit_destination(const DestinationRecord& rec) {
+  json_scratch_.clear();
+  format_destination_json(json_scratch_, rec);
+  EventView v;
+  v.type = rec.type;
+  v.domain = rec.domain;
+  v.response = rec.reason;
+  publish(v);
+  RM_LOG_INFO("%s", json_scratch_.c_str());
+}
+
+void Shard::bounced(const Message& msg, std::string_view recipient, const proto::Reply& reply,
+                    std::string_view remote_mta) {
+  dsn_->bounced(msg, recipient, reply, remote_mta);
+}
+
+void Shard::recipient_final(size_t addr_bytes) { rt_.recipient_final(addr_bytes); }
 
 void Shard::add_subscriber(uint64_t id, EventCallback cb) {
   subscribers_.emplace_back(id, std::move(cb));

@@ -26,6 +26,7 @@
 
 #include "engine/clock.h"
 #include "engine/config.h"
+#include "engine/dsn.h"
 #include "engine/events.h"
 #include "engine/resolver.h"
 #include "engine/ring.h"
@@ -63,6 +64,7 @@ struct ShardStats {
   std::atomic<uint64_t> connections_opened{0};
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> unknown_outcomes{0};
+  std::atomic<uint64_t> dropped{0};
 };
 
 class Shard {
@@ -89,8 +91,14 @@ class Shard {
   void post(uint32_t dst, ShardMsg msg);
   /// Records one outcome: event file, subscribers, counters.
   void emit(const OutcomeRecord& rec);
-  /// Called when a recipient became final (delivered, bounced, expired).
-  void recipient_final(uint64_t n);
+  /// Records a destination state change (backoff, resume).
+  void emit_destination(const DestinationRecord& rec);
+  /// A recipient became final (delivered, bounced, expired, dropped);
+  /// `addr_bytes` is its address length, for the memory budget.
+  void recipient_final(size_t addr_bytes);
+  /// A recipient failed for good: feeds delivery status notifications.
+  void bounced(const Message& msg, std::string_view recipient, const proto::Reply& reply,
+               std::string_view remote_mta);
   void add_subscriber(uint64_t id, EventCallback cb);
   void remove_subscriber(uint64_t id);
   ShardStats& stats() { return stats_; }
@@ -114,6 +122,7 @@ class Shard {
   void flush_outbound();
   void arm_wake();
   void forward_events();
+  void publish(EventView& v);
 
   Runtime& rt_;
   const uint32_t id_;
@@ -123,6 +132,7 @@ class Shard {
   std::unique_ptr<DnsCache> dns_cache_;
   std::unique_ptr<RouteResolver> route_resolver_;
   std::unique_ptr<Scheduler> scheduler_;
+  std::unique_ptr<DsnCollector> dsn_;
   std::unique_ptr<EventLog> event_log_;
   std::unique_ptr<Ingest> ingest_;
   std::deque<ShardMsg> local_;

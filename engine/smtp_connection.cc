@@ -33,10 +33,12 @@ void SmtpConnection::Op::complete(int res, uint32_t flags) {
   c->maybe_finish();
 }
 
-SmtpConnection::SmtpConnection(Shard& shard, Scheduler& scheduler, Destination* dest)
+SmtpConnection::SmtpConnection(Shard& shard, Scheduler& scheduler, Destination* dest,
+                               uint32_t source)
     : shard_(shard),
       scheduler_(scheduler),
       dest_(dest),
+      source_(source),
       reply_timer_(&SmtpConnection::on_reply_timer, this),
       send_timer_(&SmtpConnection::on_send_timer, this),
       idle_timer_(&SmtpConnection::on_idle_timer, this),
@@ -58,12 +60,13 @@ SmtpConnection::~SmtpConnection() { RM_ASSERT(ops_ == 0 && fd_ < 0); }
 
 void SmtpConnection::new_session() {
   const DeliveryConfig& dc = shard_.config().delivery;
+  const SourceConfig& src = shard_.config().egress.sources[dest_->sources[source_].source];
   DeliverySession::Options o;
-  o.ehlo_name = dc.ehlo_name;
+  o.ehlo_name = src.ehlo_name;
   o.pipelining = dc.pipelining;
   o.chunking = dc.chunking;
   o.max_pipelined_txns = dc.max_pipelined_txns;
-  o.max_txns = dc.max_msgs_per_conn;
+  o.max_txns = dest_->shaping.max_msgs_per_conn;
   session_.emplace(std::move(o), this);
   seen_wait_gen_ = 0;
 }
@@ -98,6 +101,34 @@ void SmtpConnection::connect_next() {
   }
   int one = 1;
   ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  // The egress source's address for this family, if it has one. A source
+  // bound to one family never sends from an arbitrary address of the other.
+  const SourceConfig& src = shard_.config().egress.sources[dest_->sources[source_].source];
+  bool v6 = ep.addr.ss_family == AF_INET6;
+  bool has = v6 ? src.has_v6 : src.has_v4;
+  bool has_other = v6 ? src.has_v4 : src.has_v6;
+  if (!has && has_other) {
+    last_connect_error_ = "source " + src.name + " has no " + (v6 ? "IPv6" : "IPv4") +
+                          " address for " + peer_;
+    ::close(fd_);
+    fd_ = -1;
+    connect_next();
+    return;
+  }
+  if (has) {
+    // Many connections from one address: let connect() pick the port.
+    ::setsockopt(fd_, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    const sockaddr_storage& b = v6 ? src.bind_v6 : src.bind_v4;
+    socklen_t blen = v6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    if (::bind(fd_, reinterpret_cast<const sockaddr*>(&b), blen) != 0) {
+      last_connect_error_ = "bind to source " + src.name + " (" + src.describe_bind() +
+                            "): " + std::strerror(errno);
+      ::close(fd_);
+      fd_ = -1;
+      connect_next();
+      return;
+    }
+  }
   ++ops_;
   connect_pending_ = true;
   shard_.ring().connect(fd_, reinterpret_cast<const sockaddr*>(&ep.addr), ep.addr_len,
@@ -277,7 +308,7 @@ void SmtpConnection::after_session() {
   if (s.phase() == DeliverySession::Phase::kReady) {
     if (!working_) {
       working_ = true;
-      ++dest_->working;
+      ++dest_->sources[source_].working;
     }
     if (!parked_ && (s.can_accept_txn() || s.idle())) {
       scheduler_.feed(this);
@@ -385,7 +416,7 @@ void SmtpConnection::maybe_finish() {
   }
   state_ = State::kFinished;
   if (working_) {
-    --dest_->working;
+    --dest_->sources[source_].working;
   }
   scheduler_.connection_closed(this);
   delete this;

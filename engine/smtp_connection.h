@@ -33,13 +33,15 @@ struct Destination;
 
 class SmtpConnection final : public SessionObserver {
  public:
-  SmtpConnection(Shard& shard, Scheduler& scheduler, Destination* dest);
+  SmtpConnection(Shard& shard, Scheduler& scheduler, Destination* dest, uint32_t source);
   ~SmtpConnection();
   SmtpConnection(const SmtpConnection&) = delete;
   SmtpConnection& operator=(const SmtpConnection&) = delete;
 
   void start();
   Destination* dest() const { return dest_; }
+  /// Index of the egress source in dest()->sources.
+  uint32_t source() const { return source_; }
   bool can_accept_txn() const { return session_ && session_->can_accept_txn(); }
   bool idle() const { return session_ && session_->idle(); }
   /// Session reached the ready state at least once on this connection.
@@ -96,6 +98,7 @@ class SmtpConnection final : public SessionObserver {
   Shard& shard_;
   Scheduler& scheduler_;
   Destination* dest_;
+  uint32_t source_;
   std::optional<DeliverySession> session_;
   int fd_ = -1;
   size_t next_host_ = 0;

@@ -56,7 +56,13 @@ TEST(Config, ErrorsNameTheKeyAndTheProblem) {
       {"bogus = 1\n", "unknown key 'bogus'"},
       {"[delivery.timeouts]\nconnect = \"30\"\n", "delivery.timeouts.connect"},
       {"[delivery.timeouts]\nconnect = 30\n", "must be a duration string"},
-      {"[routing]\ndefault = \"mail.example.com:25\"\n", "routing.default"},
+      {"[routing]\ndefault = \"bad_host!:25\"\n", "routing.default"},
+      {"[[shaping]]\nmatch = \"gmail.com\"\nmsg_rate = \"fast\"\n", "shaping[0].msg_rate"},
+      {"[[shaping]]\nmax_connections = 5\n", "shaping[0].match"},
+      {"[[pools]]\nname = \"p\"\nsources = [\"nope\"]\n", "pools[0].sources"},
+      {"[[sources]]\nname = \"a\"\nbind = \"::1\"\n", "sources[0].bind"},
+      {"[[pool_rules]]\nsender_domain = \"x.test\"\npool = \"nope\"\n", "pool_rules[0].pool"},
+      {"[limits]\nmax_queued_bytes = 5\n", "limits.max_queued_bytes"},
       {"[routing]\ndefault = \"127.0.0.1:99999\"\n", "bad port"},
       {"[ingest]\nsocket_mode = \"999\"\n", "ingest.socket_mode"},
       {"[ingest]\nmax_message_bytes = \"12XB\"\n", "ingest.max_message_bytes"},
@@ -73,6 +79,80 @@ TEST(Config, ErrorsNameTheKeyAndTheProblem) {
         << "input: " << bc.toml << "\nerror: " << c.error().message;
     EXPECT_EQ(c.error().code, Errc::kConfig);
   }
+}
+
+TEST(Config, ShapingRulesPickTheBestMatch) {
+  auto c = parse_config(R"(
+[delivery]
+max_conns_per_destination = 7
+msg_rate = "10/s"
+[[shaping]]
+match = "*"
+max_connections = 3
+[[shaping]]
+match = "*.yahoo.com"
+max_connections = 2
+msg_rate = "600/m"
+[[shaping]]
+match = "mail.yahoo.com"
+max_rcpts_per_txn = 5
+retry_schedule = ["2m"]
+)",
+                        "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  Shaping other = c->shaping_for("example.org");
+  EXPECT_EQ(other.max_connections, 3u);  // "*" rule
+  EXPECT_DOUBLE_EQ(other.msg_rate.per_second, 10.0);
+  Shaping sub = c->shaping_for("eu.yahoo.com");
+  EXPECT_EQ(sub.max_connections, 2u);
+  EXPECT_DOUBLE_EQ(sub.msg_rate.per_second, 10.0);  // 600/m
+  Shaping exact = c->shaping_for("mail.yahoo.com");
+  EXPECT_EQ(exact.max_rcpts_per_txn, 5u);
+  EXPECT_EQ(exact.max_connections, 7u);  // an exact rule only overrides what it sets
+  ASSERT_EQ(exact.retry_schedule.size(), 1u);
+  EXPECT_EQ(exact.retry_schedule[0], Millis(120'000));
+}
+
+TEST(Config, SourcesPoolsAndRules) {
+  auto c = parse_config(R"(
+[[sources]]
+name = "a"
+bind = "127.0.0.2"
+ehlo_name = "a.example.com"
+[[sources]]
+name = "b"
+bind6 = "::1"
+[[pools]]
+name = "default"
+sources = ["a"]
+[[pools]]
+name = "bulk"
+sources = ["a", "b"]
+[[pool_rules]]
+sender_domain = "*.news.example"
+pool = "bulk"
+)",
+                        "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const EgressConfig& e = c->egress;
+  ASSERT_EQ(e.sources.size(), 2u);
+  EXPECT_TRUE(e.sources[0].has_v4);
+  EXPECT_TRUE(e.sources[1].has_v6);
+  EXPECT_EQ(e.sources[1].ehlo_name, c->delivery.ehlo_name);
+  EXPECT_EQ(*e.pool_for("", "example.org"), 0u);
+  EXPECT_EQ(*e.pool_for("", "a.news.example"), 1u);
+  EXPECT_EQ(*e.pool_for("bulk", "example.org"), 1u);
+  EXPECT_FALSE(e.pool_for("missing", "example.org").has_value());
+}
+
+TEST(Config, Rates) {
+  EXPECT_DOUBLE_EQ(parse_rate("100/s")->per_second, 100.0);
+  EXPECT_DOUBLE_EQ(parse_rate("60/m")->per_second, 1.0);
+  EXPECT_DOUBLE_EQ(parse_rate("7200/h")->per_second, 2.0);
+  EXPECT_FALSE(parse_rate("")->limited());
+  EXPECT_FALSE(parse_rate("10").ok());
+  EXPECT_FALSE(parse_rate("0/s").ok());
+  EXPECT_FALSE(parse_rate("x/s").ok());
 }
 
 TEST(Config, Durations) {
