@@ -41,9 +41,12 @@ class ManualClock final : public Clock {
  public:
   explicit ManualClock(TimePoint start = TimePoint(std::chrono::hours(1)),
                        int64_t wall_start_ms = 1'767'225'600'000)  // 2026-01-01T00:00:00Z
-      : now_ns_(start.time_since_epoch().count()), wall_start_ms_(wall_start_ms),
+      : now_ns_(start.time_since_epoch().count()),
+        wall_start_ms_(wall_start_ms),
         start_ns_(start.time_since_epoch().count()) {}
-  TimePoint now() const override { return TimePoint(Nanos(now_ns_.load(std::memory_order_acquire))); }
+  TimePoint now() const override {
+    return TimePoint(Nanos(now_ns_.load(std::memory_order_acquire)));
+  }
   int64_t wall_ms() const override {
     return wall_start_ms_ + (now_ns_.load(std::memory_order_acquire) - start_ns_) / 1'000'000;
   }

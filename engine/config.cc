@@ -3,11 +3,11 @@
 #include <arpa/inet.h>
 #include <unistd.h>
 
+#include <toml++/toml.h>
 #include <charconv>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "proto/address.h"
 
@@ -719,8 +719,8 @@ Result<Config> read_root(const toml::table& root) {
   RM_TRY(bounces->finish());
   auto limits = s.sub("limits");
   RM_TRY(limits);
-  RM_TRY(limits->integer("max_queued_recipients", &c.limits.max_queued_recipients, 1,
-                         1'000'000'000));
+  RM_TRY(
+      limits->integer("max_queued_recipients", &c.limits.max_queued_recipients, 1, 1'000'000'000));
   RM_TRY(limits->bytes("max_queued_bytes", &c.limits.max_queued_bytes, 1u << 20, 1ull << 40));
   RM_TRY(limits->finish());
   if (c.delivery.ehlo_name.empty()) {
@@ -814,7 +814,9 @@ const Route& RoutingConfig::route_for(std::string_view domain) const {
   return best != nullptr ? best->route : default_route;
 }
 
-std::string_view default_config_toml() { return kDefaultConfig; }
+std::string_view default_config_toml() {
+  return kDefaultConfig;
+}
 
 Result<Rate> parse_rate(std::string_view text) {
   if (text.empty()) {
@@ -890,8 +892,7 @@ std::string SourceConfig::describe_bind() const {
   char buf[INET6_ADDRSTRLEN] = {};
   std::string out;
   if (has_v4) {
-    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&bind_v4)->sin_addr, buf,
-              sizeof buf);
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&bind_v4)->sin_addr, buf, sizeof buf);
     out += buf;
   }
   if (has_v6) {
@@ -978,8 +979,8 @@ Result<Millis> parse_duration(std::string_view text) {
   } else if (unit == "d") {
     mult = 86'400'000;
   } else {
-    return make_error(Errc::kConfig, "\"" + std::string(text) +
-                                         "\" has no valid unit (use ms, s, m, h or d)");
+    return make_error(Errc::kConfig,
+                      "\"" + std::string(text) + "\" has no valid unit (use ms, s, m, h or d)");
   }
   if (v > (uint64_t{1} << 40) / mult) {
     return make_error(Errc::kConfig, "\"" + std::string(text) + "\" is too long");
@@ -1048,7 +1049,8 @@ Result<Endpoint> parse_endpoint(std::string_view text, uint16_t default_port) {
   }
   auto valid = proto::validate_domain(ep.host);
   if (!valid.ok()) {
-    return make_error(Errc::kConfig, "\"" + std::string(text) + "\": not an address or a host name (" +
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\": not an address or a host name (" +
                                          valid.error().message + ")");
   }
   ep.host = proto::normalize_domain(ep.host);
@@ -1061,8 +1063,8 @@ Result<Route> parse_route(std::string_view text) {
   size_t start = 0;
   while (start <= text.size()) {
     size_t comma = text.find(',', start);
-    std::string_view part = text.substr(start, comma == std::string_view::npos ? text.npos
-                                                                               : comma - start);
+    std::string_view part =
+        text.substr(start, comma == std::string_view::npos ? text.npos : comma - start);
     while (!part.empty() && part.front() == ' ') {
       part.remove_prefix(1);
     }

@@ -77,7 +77,7 @@ struct IngestConfig {
   uint32_t max_message_bytes = 32u << 20;
   uint32_t max_recipients = 1'000'000;
   uint32_t max_connections = 256;
-  Millis frame_timeout{60'000};  // a started frame must complete within this
+  Millis frame_timeout{60'000};                 // a started frame must complete within this
   uint64_t max_subscriber_backlog = 64u << 20;  // unsent event bytes per subscriber
 };
 
@@ -144,7 +144,7 @@ struct EgressConfig {
 };
 
 struct BouncesConfig {
-  bool dsn = false;  // send RFC 3464 reports to envelope senders
+  bool dsn = false;          // send RFC 3464 reports to envelope senders
   Millis dsn_delay{30'000};  // collect a message's bounces this long into one report
 };
 
@@ -187,16 +187,16 @@ struct DnsConfig {
   Millis negative_ttl{300'000};  // NXDOMAIN/NODATA without an SOA
   Millis error_ttl{30'000};      // SERVFAIL, timeouts, malformed answers
   AddressPreference prefer = AddressPreference::kIpv4;
-  uint32_t max_mx = 10;          // MX hosts considered per domain
-  uint32_t max_addresses = 10;   // addresses tried per connection attempt
-  bool allow_loopback = false;   // MX answers pointing at 127/8, ::1, 0.0.0.0
-  uint32_t max_inflight = 1000;  // queries outstanding per shard
+  uint32_t max_mx = 10;           // MX hosts considered per domain
+  uint32_t max_addresses = 10;    // addresses tried per connection attempt
+  bool allow_loopback = false;    // MX answers pointing at 127/8, ::1, 0.0.0.0
+  uint32_t max_inflight = 1000;   // queries outstanding per shard
   uint32_t cache_size = 100'000;  // names cached per shard
 };
 
 struct RetryConfig {
-  std::vector<Millis> schedule{Millis(60'000),    Millis(300'000),   Millis(900'000),
-                               Millis(1'800'000), Millis(3'600'000)};  // last one repeats
+  std::vector<Millis> schedule{Millis(60'000), Millis(300'000), Millis(900'000), Millis(1'800'000),
+                               Millis(3'600'000)};  // last one repeats
   Millis max_age{5LL * 24 * 3600 * 1000};
   uint32_t jitter_percent = 10;  // each retry delay varies by up to +-this share
 };

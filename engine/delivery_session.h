@@ -73,7 +73,7 @@ std::string_view stage_name(Stage s);
 struct Outcome {
   Disposition disposition = Disposition::kDeferred;
   Stage stage = Stage::kLocal;
-  bool unknown = false;  // the server may have accepted the message
+  bool unknown = false;                 // the server may have accepted the message
   const proto::Reply* reply = nullptr;  // valid during the callback only
 };
 
@@ -172,7 +172,17 @@ class DeliverySession {
   bool server_closing() const { return server_closing_; }
 
  private:
-  enum class ExpectKind : uint8_t { kGreeting, kEhlo, kHelo, kMail, kRcpt, kData, kBody, kRset, kQuit };
+  enum class ExpectKind : uint8_t {
+    kGreeting,
+    kEhlo,
+    kHelo,
+    kMail,
+    kRcpt,
+    kData,
+    kBody,
+    kRset,
+    kQuit
+  };
   struct Expect {
     ExpectKind kind;
     uint32_t rcpt = 0;
@@ -189,7 +199,7 @@ class DeliverySession {
     uint32_t replies_rcpt = 0;  // RCPT replies received
     uint32_t accepted = 0;
     uint32_t undecided = 0;
-    uint32_t outstanding = 0;   // expected replies not yet received
+    uint32_t outstanding = 0;  // expected replies not yet received
     bool mail_failed = false;
     bool use_bdat = false;
     bool body_sent = false;

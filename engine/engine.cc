@@ -2,6 +2,8 @@
 
 #include "engine/runtime.h"
 
+#include <future>
+
 namespace ringmail {
 
 Result<std::unique_ptr<Engine>> Engine::start(engine::Config config, const engine::Clock* clock) {
@@ -14,7 +16,9 @@ Result<std::unique_ptr<Engine>> Engine::start(engine::Config config, const engin
 
 Engine::Engine(std::unique_ptr<engine::Runtime> rt) : rt_(std::move(rt)) {}
 
-Engine::~Engine() { rt_->shutdown(std::chrono::milliseconds(0)); }
+Engine::~Engine() {
+  rt_->shutdown(std::chrono::milliseconds(0));
+}
 
 proto::Ack Engine::submit(const Batch& batch) {
   engine::BatchInput in;
@@ -33,13 +37,21 @@ proto::Ack Engine::submit(const Batch& batch) {
   return rt_->accept_batch(in, -1);
 }
 
-uint64_t Engine::subscribe(EventCallback callback) { return rt_->subscribe(std::move(callback)); }
+uint64_t Engine::subscribe(EventCallback callback) {
+  return rt_->subscribe(std::move(callback));
+}
 
-void Engine::unsubscribe(uint64_t id) { rt_->unsubscribe(id); }
+void Engine::unsubscribe(uint64_t id) {
+  rt_->unsubscribe(id);
+}
 
-bool Engine::drain(std::chrono::milliseconds timeout) { return rt_->wait_idle(timeout); }
+bool Engine::drain(std::chrono::milliseconds timeout) {
+  return rt_->wait_idle(timeout);
+}
 
-void Engine::shutdown(std::chrono::milliseconds grace) { rt_->shutdown(grace); }
+void Engine::shutdown(std::chrono::milliseconds grace) {
+  rt_->shutdown(grace);
+}
 
 Stats Engine::stats() const {
   auto t = rt_->totals();
@@ -56,8 +68,19 @@ Stats Engine::stats() const {
   return s;
 }
 
-const engine::Config& Engine::config() const { return rt_->config(); }
+const engine::Config& Engine::config() const {
+  return rt_->config();
+}
 
-void Engine::wake_for_test() { rt_->wake_all(); }
+std::string Engine::control(std::string_view command) {
+  auto reply = std::make_shared<std::promise<std::string>>();
+  auto fut = reply->get_future();
+  rt_->control(command, -1, [reply](std::string json) { reply->set_value(std::move(json)); });
+  return fut.get();
+}
+
+void Engine::wake_for_test() {
+  rt_->wake_all();
+}
 
 }  // namespace ringmail

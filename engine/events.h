@@ -45,7 +45,7 @@ struct EventView {
   uint64_t origin = 0;  // ingest connection the batch came from (0: API)
   std::string_view failure_class;
   std::string_view domain;  // kBackoff/kResume: the destination
-  std::string_view json;  // the complete JSON object, without newline
+  std::string_view json;    // the complete JSON object, without newline
 };
 
 using EventCallback = std::function<void(const EventView&)>;
@@ -64,7 +64,7 @@ struct OutcomeRecord {
   int64_t wall_ms;
   int64_t queue_ms;  // since the batch was accepted
   uint32_t shard;
-  std::string_view note;  // extra reason (e.g. "expired after 5d"), may be empty
+  std::string_view note;           // extra reason (e.g. "expired after 5d"), may be empty
   std::string_view failure_class;  // proto::failure_class_name, empty when delivered
 };
 
@@ -77,7 +77,7 @@ struct DestinationRecord {
   std::string_view reason;  // what triggered the backoff
   int64_t until_wall_ms;    // kBackoff: when it ends
   uint32_t max_connections;
-  bool hold;                // kBackoff: new transactions wait until it ends
+  bool hold;  // kBackoff: new transactions wait until it ends
   int64_t wall_ms;
   uint32_t shard;
 };

@@ -10,7 +10,9 @@
 #include "engine/log.h"
 #include "engine/runtime.h"
 #include "engine/shard.h"
+#include "proto/address.h"
 #include "proto/batch_wire.h"
+#include "proto/json.h"
 
 namespace ringmail::engine {
 
@@ -18,7 +20,10 @@ namespace ringmail::engine {
 class Ingest::Conn {
  public:
   Conn(Ingest& ingest, int fd, uint64_t id)
-      : ingest_(ingest), shard_(ingest.shard_), fd_(fd), id_(id),
+      : ingest_(ingest),
+        shard_(ingest.shard_),
+        fd_(fd),
+        id_(id),
         frame_timer_(&Conn::on_frame_timer, this) {
     recv_op_.conn = this;
     recv_op_.fn = &Conn::on_recv;
@@ -30,6 +35,7 @@ class Ingest::Conn {
 
   uint64_t id() const { return id_; }
   bool subscribed() const { return subscribed_; }
+  void start_control(Shard& shard, uint64_t conn, std::string_view line);
   bool own_only() const { return own_only_; }
   bool closing() const { return closing_; }
 
@@ -64,8 +70,8 @@ class Ingest::Conn {
     }
     sending_ = true;
     ++ops_;
-    shard_.ring().send(fd_, sending_buf_.data() + sent_, sending_buf_.size() - sent_,
-                       MSG_NOSIGNAL, &send_op_);
+    shard_.ring().send(fd_, sending_buf_.data() + sent_, sending_buf_.size() - sent_, MSG_NOSIGNAL,
+                       &send_op_);
   }
 
   /// Sends an ERROR frame, then closes once it is written.
@@ -140,9 +146,10 @@ class Ingest::Conn {
     }
     if (res <= 0) {
       if (started_frame()) {
-        RM_LOG_INFO("ingest client %llu disconnected in the middle of a frame; it was not "
-                    "acknowledged",
-                    static_cast<unsigned long long>(id_));
+        RM_LOG_INFO(
+            "ingest client %llu disconnected in the middle of a frame; it was not "
+            "acknowledged",
+            static_cast<unsigned long long>(id_));
       }
       drop();
       return;
@@ -167,8 +174,8 @@ class Ingest::Conn {
     while (!in.empty()) {
       if (!in_payload_) {
         if (header_have_ == 0) {
-          shard_.timers().schedule(&frame_timer_, shard_.clock().now() +
-                                                      shard_.config().ingest.frame_timeout);
+          shard_.timers().schedule(&frame_timer_,
+                                   shard_.clock().now() + shard_.config().ingest.frame_timeout);
         }
         size_t take = std::min(in.size(), proto::kFrameHeaderSize - header_have_);
         std::memcpy(header_ + header_have_, in.data(), take);
@@ -228,8 +235,7 @@ class Ingest::Conn {
       return false;
     }
     if (h->version_min > proto::kProtocolVersion || h->version_max < proto::kProtocolVersion) {
-      fatal("no common protocol version: server speaks " +
-            std::to_string(proto::kProtocolVersion));
+      fatal("no common protocol version: server speaks " + std::to_string(proto::kProtocolVersion));
       return false;
     }
     const IngestConfig& ic = shard_.config().ingest;
@@ -327,9 +333,7 @@ class Ingest::Conn {
     if (!require_hello()) {
       return false;
     }
-    (void)payload;
-    queue_frame(proto::FrameType::kControlReply,
-                R"({"ok":false,"error":"control commands are not available in this version"})");
+    start_control(shard_, id_, payload);
     return true;
   }
 
@@ -410,7 +414,22 @@ class Ingest::Conn {
   char rbuf_[kRecvBuf];
 };
 
-void Ingest::AcceptOp::complete(int res, uint32_t flags) { ingest->on_accept(res, flags); }
+void Ingest::Conn::start_control(Shard& shard, uint64_t conn, std::string_view line) {
+  Ingest* ingest = &ingest_;
+  shard.runtime().control(line, static_cast<int>(shard.id()),
+                          [ingest, conn](std::string json) { ingest->control_reply(conn, json); });
+}
+
+void Ingest::control_reply(uint64_t conn, std::string_view json) {
+  auto it = conns_.find(conn);
+  if (it != conns_.end() && !it->second->closing()) {
+    it->second->queue_frame(proto::FrameType::kControlReply, json);
+  }
+}
+
+void Ingest::AcceptOp::complete(int res, uint32_t flags) {
+  ingest->on_accept(res, flags);
+}
 
 Ingest::Ingest(Shard& shard, int listen_fd) : shard_(shard), listen_fd_(listen_fd) {
   accept_op_.ingest = this;
@@ -425,7 +444,9 @@ Ingest::~Ingest() {
   }
 }
 
-void Ingest::start() { arm_accept(); }
+void Ingest::start() {
+  arm_accept();
+}
 
 void Ingest::arm_accept() {
   if (stopping_ || accept_armed_) {
@@ -460,7 +481,9 @@ void Ingest::on_accept(int res, uint32_t flags) {
   }
 }
 
-void Ingest::mark_dirty(Conn* c) { dirty_.push_back(c); }
+void Ingest::mark_dirty(Conn* c) {
+  dirty_.push_back(c);
+}
 
 void Ingest::flush() {
   for (Conn* c : graveyard_) {

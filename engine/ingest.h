@@ -49,6 +49,8 @@ class Ingest {
   /// Event records from any shard: repeated [u64 origin][u32 len][json].
   void deliver_events(std::string_view records);
   size_t connections() const { return conns_.size(); }
+  /// Sends a CONTROL_REPLY to client `conn` if it is still connected.
+  void control_reply(uint64_t conn, std::string_view json);
 
   class Conn;
 

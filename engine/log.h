@@ -22,13 +22,14 @@ void log_message(LogLevel level, const char* fmt, ...) __attribute__((format(pri
 
 }  // namespace ringmail::engine
 
-#define RM_LOG_DEBUG(...)                                                          \
-  do {                                                                             \
-    if (::ringmail::engine::log_level() <= ::ringmail::engine::LogLevel::kDebug) { \
+#define RM_LOG_DEBUG(...)                                                                 \
+  do {                                                                                    \
+    if (::ringmail::engine::log_level() <= ::ringmail::engine::LogLevel::kDebug) {        \
       ::ringmail::engine::log_message(::ringmail::engine::LogLevel::kDebug, __VA_ARGS__); \
-    }                                                                              \
+    }                                                                                     \
   } while (0)
-#define RM_LOG_INFO(...) ::ringmail::engine::log_message(::ringmail::engine::LogLevel::kInfo, __VA_ARGS__)
+#define RM_LOG_INFO(...) \
+  ::ringmail::engine::log_message(::ringmail::engine::LogLevel::kInfo, __VA_ARGS__)
 #define RM_LOG_WARN(...) \
   ::ringmail::engine::log_message(::ringmail::engine::LogLevel::kWarning, __VA_ARGS__)
 #define RM_LOG_ERROR(...) \

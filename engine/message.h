@@ -59,8 +59,8 @@ struct MessageInit {
   std::string batch_id;
   std::string sender;  // bare reverse-path; empty = null sender
   bool sender_utf8 = false;
-  std::string_view raw;  // the platform's bytes (copied once, normalised)
-  uint64_t origin = 0;   // ingest connection id (0 = embedding API)
+  std::string_view raw;   // the platform's bytes (copied once, normalised)
+  uint64_t origin = 0;    // ingest connection id (0 = embedding API)
   std::string auth_user;  // submission listener user, if any
   uint32_t pool = 0;      // egress pool (Config::egress.pools index)
   /// Memory budget counter the message's bytes are charged to (may be null);

@@ -272,10 +272,10 @@ void DnsCache::lookup(const std::string& name, uint16_t type, Callback cb) {
   e.ready = false;
   e.waiters.push_back(std::move(cb));
   evict();
-  client_.query(name, type, [this, key, name, type](int status, const unsigned char* abuf,
-                                                      int alen) {
-    complete(key, status, abuf, alen, name, type);
-  });
+  client_.query(name, type,
+                [this, key, name, type](int status, const unsigned char* abuf, int alen) {
+                  complete(key, status, abuf, alen, name, type);
+                });
 }
 
 void DnsCache::complete(const std::string& key, int status, const unsigned char* abuf, int alen,
@@ -285,16 +285,16 @@ void DnsCache::complete(const std::string& key, int status, const unsigned char*
   bool parse = abuf != nullptr && alen > 0 &&
                (status == ARES_SUCCESS || status == ARES_ENODATA || status == ARES_ENOTFOUND);
   if (parse) {
-    auto a = proto::dns::parse_answer(
-        std::span<const uint8_t>(abuf, static_cast<size_t>(alen)), name, type);
+    auto a = proto::dns::parse_answer(std::span<const uint8_t>(abuf, static_cast<size_t>(alen)),
+                                      name, type);
     if (!a.ok()) {
       r.status = DnsResult::Status::kTempFail;
       r.error = a.error().message;
     } else {
       r.answer = std::move(*a);
-      auto neg = r.answer.has_negative_ttl ? std::min(clamp_ttl(r.answer.negative_ttl),
-                                                      config_.negative_ttl)
-                                           : config_.negative_ttl;
+      auto neg = r.answer.has_negative_ttl
+                     ? std::min(clamp_ttl(r.answer.negative_ttl), config_.negative_ttl)
+                     : config_.negative_ttl;
       if (r.answer.rcode == static_cast<uint8_t>(proto::dns::Rcode::kNxDomain)) {
         r.status = DnsResult::Status::kNxDomain;
         ttl = neg;
@@ -401,8 +401,8 @@ void RouteResolver::resolve_target(const std::shared_ptr<Job>& job, size_t index
       res.reply = *job->bounce;
     } else {
       res.kind = RouteResolution::Kind::kDefer;
-      res.reply = job->defer ? *job->defer
-                             : proto::make_reply(451, "4.4.3 no route to " + job->domain);
+      res.reply =
+          job->defer ? *job->defer : proto::make_reply(451, "4.4.3 no route to " + job->domain);
     }
     job->cb(std::move(res));
     return;
@@ -449,7 +449,8 @@ void RouteResolver::resolve_mx(const std::shared_ptr<Job>& job, const std::strin
     switch (r.status) {
       case DnsResult::Status::kTempFail:
         if (!job->defer) {
-          job->defer = proto::make_reply(451, "4.4.3 MX lookup for " + name + " failed: " + r.error);
+          job->defer =
+              proto::make_reply(451, "4.4.3 MX lookup for " + name + " failed: " + r.error);
         }
         finish_target(job);
         return;
@@ -609,9 +610,9 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
         }
       } else if (loopback_only) {
         if (recipient) {
-          job->bounce = proto::make_reply(
-              554, "5.4.4 the mail servers of " + job->domain +
-                       " point to unusable addresses (loopback or unspecified)");
+          job->bounce =
+              proto::make_reply(554, "5.4.4 the mail servers of " + job->domain +
+                                         " point to unusable addresses (loopback or unspecified)");
         } else if (!job->defer) {
           job->defer = proto::make_reply(451, "4.4.3 route points to a loopback address");
         }

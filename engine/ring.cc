@@ -95,7 +95,9 @@ Result<std::unique_ptr<Ring>> Ring::create(const Options& options) {
   return r;
 }
 
-Ring::~Ring() { io_uring_queue_exit(&ring_); }
+Ring::~Ring() {
+  io_uring_queue_exit(&ring_);
+}
 
 io_uring_sqe* Ring::sqe() {
   io_uring_sqe* s = io_uring_get_sqe(&ring_);

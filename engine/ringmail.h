@@ -86,6 +86,10 @@ class Engine {
   /// the spool off, what is still queued then is not kept.
   void shutdown(std::chrono::milliseconds grace);
   Stats stats() const;
+  /// Runs an operator command (the ringmail-ctl commands: "list [PATTERN]",
+  /// "pause PATTERN", "resume PATTERN", "flush PATTERN", "drop-batch ID",
+  /// "stats") and returns the JSON reply. Blocks until every shard answered.
+  std::string control(std::string_view command);
   const engine::Config& config() const;
   /// With a ManualClock: after advancing it, wake the shards so they look at
   /// their timers.

@@ -13,6 +13,7 @@
 
 #include "engine/log.h"
 #include "proto/address.h"
+#include "proto/json.h"
 
 namespace ringmail::engine {
 namespace {
@@ -45,8 +46,8 @@ Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
       return make_error(Errc::kConfig, "ingest.socket: " + path + " exists and is not a socket");
     }
     int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool live = probe >= 0 &&
-                ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    bool live =
+        probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
     if (probe >= 0) {
       ::close(probe);
     }
@@ -174,8 +175,8 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
     return ack;
   }
   if (in.message.size() > config_.ingest.max_message_bytes) {
-    return reject("message is " + std::to_string(in.message.size()) +
-                  " bytes, over the limit of " + std::to_string(config_.ingest.max_message_bytes));
+    return reject("message is " + std::to_string(in.message.size()) + " bytes, over the limit of " +
+                  std::to_string(config_.ingest.max_message_bytes));
   }
   if (in.recipients.empty()) {
     return reject("batch has no recipients");
@@ -290,8 +291,8 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
     busy.batch_id = ack.batch_id;
     busy.status = proto::AckStatus::kTryLater;
     busy.reason = "queue is full (" + std::to_string(unfinished()) + " recipients, " +
-                  std::to_string(queued_bytes() >> 20) + " MiB queued; limits.max_queued_*): " +
-                  "try later";
+                  std::to_string(queued_bytes() >> 20) +
+                  " MiB queued; limits.max_queued_*): " + "try later";
     return busy;
   }
   MessageInit mi;
@@ -354,6 +355,148 @@ bool Runtime::wait_idle(Millis timeout) {
   return cv_.wait_for(lock, timeout, [&] { return unfinished() == 0; });
 }
 
+// ---------------------------------------------------------------------------
+// Operator commands: parsed by the caller, run on every shard, answered on
+// shard 0 once all shards replied. The call object is shared; each shard
+// writes only its own slot, and shard 0 reads them after the last reply
+// arrived through its ring.
+
+namespace {
+
+struct ControlCall {
+  std::function<void(std::string)> done;
+  std::string cmd;
+  std::string arg;
+  std::vector<std::string> parts;  // per shard: JSON fragments
+  std::vector<uint64_t> counts;    // per shard
+  uint32_t pending;
+};
+
+void control_reply_msg(Shard& shard, void* p, uint64_t /*from*/) {
+  auto* call = static_cast<ControlCall*>(p);
+  if (--call->pending > 0) {
+    return;
+  }
+  std::unique_ptr<ControlCall> owned(call);
+  (void)shard;
+  std::string out = "{\"ok\":true,\"command\":";
+  proto::append_json_string(out, call->cmd);
+  if (call->cmd == "list") {
+    out += ",\"destinations\":[";
+    bool first = true;
+    for (const auto& part : call->parts) {
+      if (part.empty()) {
+        continue;
+      }
+      out += first ? "" : ",";
+      out += part;
+      first = false;
+    }
+    out += "]";
+  } else {
+    uint64_t total = 0;
+    for (uint64_t c : call->counts) {
+      total += c;
+    }
+    out +=
+        call->cmd == "pause" || call->cmd == "resume" ? ",\"destinations\":" : ",\"recipients\":";
+    proto::append_json_uint(out, total);
+  }
+  out += "}";
+  call->done(std::move(out));
+}
+
+void control_run(Shard& shard, ControlCall* call) {
+  Scheduler& sched = shard.scheduler();
+  uint32_t me = shard.id();
+  if (call->cmd == "list") {
+    sched.list(call->arg.empty() ? "*" : call->arg, &call->parts[me]);
+  } else if (call->cmd == "pause") {
+    call->counts[me] = sched.pause(call->arg, true);
+  } else if (call->cmd == "resume") {
+    call->counts[me] = sched.pause(call->arg, false);
+  } else if (call->cmd == "flush") {
+    call->counts[me] = sched.flush(call->arg);
+  } else if (call->cmd == "drop-batch") {
+    call->counts[me] = sched.drop_batch(call->arg);
+  }
+  shard.post(0, ShardMsg{&control_reply_msg, call, me});
+}
+
+void control_run_msg(Shard& shard, void* p, uint64_t /*a*/) {
+  control_run(shard, static_cast<ControlCall*>(p));
+}
+
+std::string control_error(const std::string& why) {
+  std::string out = "{\"ok\":false,\"error\":";
+  proto::append_json_string(out, why);
+  out += "}";
+  return out;
+}
+
+}  // namespace
+
+void Runtime::control(std::string_view line, int from_shard,
+                      std::function<void(std::string)> done) {
+  std::string text(line);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) {
+    text.pop_back();
+  }
+  size_t sp = text.find(' ');
+  std::string cmd = text.substr(0, sp);
+  std::string arg = sp == std::string::npos ? "" : text.substr(sp + 1);
+  if (cmd == "stats") {
+    Totals t = totals();
+    std::string out = "{\"ok\":true,\"command\":\"stats\"";
+    auto field = [&out](const char* k, uint64_t v) {
+      out += ",\"";
+      out += k;
+      out += "\":";
+      proto::append_json_uint(out, v);
+    };
+    field("delivered", t.delivered);
+    field("deferred", t.deferred);
+    field("bounced", t.bounced);
+    field("dropped", t.dropped);
+    field("unfinished", t.unfinished);
+    field("queued_bytes", t.queued_bytes);
+    field("connections_opened", t.connections_opened);
+    field("transactions", t.transactions);
+    field("unknown_outcomes", t.unknown_outcomes);
+    out += "}";
+    done(std::move(out));
+    return;
+  }
+  bool needs_arg = cmd == "pause" || cmd == "resume" || cmd == "flush" || cmd == "drop-batch";
+  if (cmd != "list" && !needs_arg) {
+    done(control_error("unknown command \"" + cmd +
+                       "\" (list, pause, resume, flush, drop-batch, stats)"));
+    return;
+  }
+  if (needs_arg && arg.empty()) {
+    done(control_error(cmd + " needs an argument"));
+    return;
+  }
+  if (cmd != "drop-batch") {
+    arg = proto::normalize_domain(arg);
+  }
+  auto* call = new ControlCall();
+  call->done = std::move(done);
+  call->cmd = cmd;
+  call->arg = arg;
+  uint32_t n = shard_count();
+  call->parts.resize(n);
+  call->counts.assign(n, 0);
+  call->pending = n;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (from_shard >= 0) {
+      shards_[static_cast<uint32_t>(from_shard)]->post(i, ShardMsg{&control_run_msg, call, 0});
+    } else {
+      post_external(i, [call](Shard& s) { control_run(s, call); });
+    }
+  }
+}
+
 uint64_t Runtime::subscribe(EventCallback cb) {
   uint64_t id = subscriber_seq_.fetch_add(1) + 1;
   for (uint32_t i = 0; i < shard_count(); ++i) {
@@ -399,10 +542,10 @@ void Runtime::shutdown(Millis grace) {
   accepting_.store(false, std::memory_order_release);
   if (!threads_.empty() && grace.count() > 0 && unfinished() > 0) {
     if (!wait_idle(grace)) {
-      RM_LOG_WARN("shutdown: %llu recipients still queued after %lldms; in-flight ones are "
-                  "deferred and, with the spool off, the rest are not kept",
-                  static_cast<unsigned long long>(unfinished()),
-                  static_cast<long long>(grace.count()));
+      RM_LOG_WARN(
+          "shutdown: %llu recipients still queued after %lldms; in-flight ones are "
+          "deferred and, with the spool off, the rest are not kept",
+          static_cast<unsigned long long>(unfinished()), static_cast<long long>(grace.count()));
     }
   }
   for (auto& s : shards_) {

@@ -57,6 +57,10 @@ class Runtime {
   /// returned ack says what was accepted. Runs on the caller's thread
   /// (`from_shard` is the calling shard, or -1 for a non-shard thread).
   proto::Ack accept_batch(const BatchInput& in, int from_shard);
+  /// Runs an operator command (list, pause, resume, flush, drop-batch,
+  /// stats; see ringmail-ctl) on every shard and calls `done` with the JSON
+  /// reply on shard 0's thread. `from_shard` as for accept_batch.
+  void control(std::string_view line, int from_shard, std::function<void(std::string)> done);
   uint64_t subscribe(EventCallback cb);
   void unsubscribe(uint64_t id);
   /// Recipients accepted and not yet final.

@@ -254,8 +254,8 @@ void Scheduler::open_more(Destination& d) {
   uint32_t connecting = d.connections() - d.working();
   std::optional<TimePoint> retry_at;
   const size_t n = d.sources.size();
-  for (size_t tries = 0; tries < n && d.connections() < wanted + d.working() &&
-                         connecting < kMaxConnectsInFlight;) {
+  for (size_t tries = 0;
+       tries < n && d.connections() < wanted + d.working() && connecting < kMaxConnectsInFlight;) {
     uint32_t i = d.next_source % static_cast<uint32_t>(n);
     SourceState& s = d.sources[i];
     bool eligible = s.connections < s.conn_limit && !(s.backing_off && s.hold_txns);
@@ -407,17 +407,18 @@ void Scheduler::connection_closed(SmtpConnection* c) {
   --s.connections;
   --connections_;
   if (c->failed_before_ready()) {
-    proto::Reply why = c->failure() ? *c->failure()
-                                    : proto::make_reply(451, "4.4.1 connection failed");
+    proto::Reply why =
+        c->failure() ? *c->failure() : proto::make_reply(451, "4.4.1 connection failed");
     if (d.working() == 0 && d.connections() == 0) {
       // Dead destination: nobody can reach it now. Defer what waits for it
       // and hold new attempts for the backoff time.
       throttle(d, s, why.summary(), /*hold=*/true);
       defer_queue(d, why, Stage::kConnect);
-    } else {
+    } else if (d.working() > 0) {
       // Others work: this many connections is what the server accepts.
       throttle(d, s, why.summary(), /*hold=*/false);
     }
+    // Otherwise other attempts are still connecting: let them decide.
   } else if (c->server_closing() && c->failure()) {
     throttle(d, s, c->failure()->summary(), /*hold=*/true);
   }

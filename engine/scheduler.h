@@ -185,8 +185,8 @@ class Scheduler {
   /// as idle when there is nothing to do.
   void feed(SmtpConnection* c);
   void connection_closed(SmtpConnection* c);
-  void record_outcome(const SessionTxn& txn, size_t index, const Outcome& o,
-                      std::string_view peer, std::string_view mx);
+  void record_outcome(const SessionTxn& txn, size_t index, const Outcome& o, std::string_view peer,
+                      std::string_view mx);
   void txn_done(SessionTxn& txn);
   void txn_returned(SessionTxn&& txn);
   /// An idle connection's idle time ran out: it will QUIT.

@@ -35,8 +35,12 @@ Shard::~Shard() {
   }
 }
 
-const Clock& Shard::clock() const { return rt_.clock(); }
-const Config& Shard::config() const { return rt_.config(); }
+const Clock& Shard::clock() const {
+  return rt_.clock();
+}
+const Config& Shard::config() const {
+  return rt_.config();
+}
 
 void Shard::run() {
   set_log_shard(static_cast<int>(id_));
@@ -93,9 +97,13 @@ void Shard::run() {
   ring_.reset();
 }
 
-void Shard::arm_wake() { ring_->read(wake_fd_, &wake_op_.value, sizeof wake_op_.value, 0, &wake_op_); }
+void Shard::arm_wake() {
+  ring_->read(wake_fd_, &wake_op_.value, sizeof wake_op_.value, 0, &wake_op_);
+}
 
-void Shard::WakeOp::complete(int /*res*/, uint32_t /*flags*/) { shard->arm_wake(); }
+void Shard::WakeOp::complete(int /*res*/, uint32_t /*flags*/) {
+  shard->arm_wake();
+}
 
 void Shard::wake() {
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -333,7 +341,9 @@ void Shard::bounced(const Message& msg, std::string_view recipient, const proto:
   dsn_->bounced(msg, recipient, reply, remote_mta);
 }
 
-void Shard::recipient_final(size_t addr_bytes) { rt_.recipient_final(addr_bytes); }
+void Shard::recipient_final(size_t addr_bytes) {
+  rt_.recipient_final(addr_bytes);
+}
 
 void Shard::add_subscriber(uint64_t id, EventCallback cb) {
   subscribers_.emplace_back(id, std::move(cb));

@@ -137,7 +137,7 @@ class Shard {
   std::unique_ptr<Ingest> ingest_;
   std::deque<ShardMsg> local_;
   std::vector<std::deque<ShardMsg>> overflow_;  // per destination shard
-  std::vector<uint8_t> wake_pending_;            // per destination shard
+  std::vector<uint8_t> wake_pending_;           // per destination shard
   std::vector<std::pair<uint64_t, EventCallback>> subscribers_;
   std::string json_scratch_;
   std::string forward_;  // events for socket subscribers, sent to shard 0

@@ -14,9 +14,7 @@
 #include "engine/shard.h"
 
 namespace ringmail::engine {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 void SmtpConnection::Op::complete(int res, uint32_t flags) {
   SmtpConnection* c = conn;
@@ -56,7 +54,9 @@ SmtpConnection::SmtpConnection(Shard& shard, Scheduler& scheduler, Destination* 
   close_op_.fn = &SmtpConnection::on_close;
 }
 
-SmtpConnection::~SmtpConnection() { RM_ASSERT(ops_ == 0 && fd_ < 0); }
+SmtpConnection::~SmtpConnection() {
+  RM_ASSERT(ops_ == 0 && fd_ < 0);
+}
 
 void SmtpConnection::new_session() {
   const DeliveryConfig& dc = shard_.config().delivery;
@@ -108,8 +108,8 @@ void SmtpConnection::connect_next() {
   bool has = v6 ? src.has_v6 : src.has_v4;
   bool has_other = v6 ? src.has_v4 : src.has_v6;
   if (!has && has_other) {
-    last_connect_error_ = "source " + src.name + " has no " + (v6 ? "IPv6" : "IPv4") +
-                          " address for " + peer_;
+    last_connect_error_ =
+        "source " + src.name + " has no " + (v6 ? "IPv6" : "IPv4") + " address for " + peer_;
     ::close(fd_);
     fd_ = -1;
     connect_next();
@@ -121,8 +121,8 @@ void SmtpConnection::connect_next() {
     const sockaddr_storage& b = v6 ? src.bind_v6 : src.bind_v4;
     socklen_t blen = v6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
     if (::bind(fd_, reinterpret_cast<const sockaddr*>(&b), blen) != 0) {
-      last_connect_error_ = "bind to source " + src.name + " (" + src.describe_bind() +
-                            "): " + std::strerror(errno);
+      last_connect_error_ =
+          "bind to source " + src.name + " (" + src.describe_bind() + "): " + std::strerror(errno);
       ::close(fd_);
       fd_ = -1;
       connect_next();
@@ -141,9 +141,9 @@ void SmtpConnection::on_connect(int res, uint32_t /*flags*/) {
   connect_pending_ = false;
   connect_timer_.cancel();
   if (res < 0) {
-    last_connect_error_ = "connect to " + peer_ + ": " +
-                          (res == -ECANCELED ? std::string("timed out")
-                                             : std::string(std::strerror(-res)));
+    last_connect_error_ =
+        "connect to " + peer_ + ": " +
+        (res == -ECANCELED ? std::string("timed out") : std::string(std::strerror(-res)));
     ::close(fd_);
     fd_ = -1;
     if (ops_ == 0) {
@@ -425,12 +425,13 @@ void SmtpConnection::maybe_finish() {
 void SmtpConnection::on_cancel(int /*res*/, uint32_t /*flags*/) {}
 void SmtpConnection::on_close(int /*res*/, uint32_t /*flags*/) {}
 
-void SmtpConnection::on_rcpt_outcome(const SessionTxn& txn, size_t index,
-                                     const Outcome& outcome) {
+void SmtpConnection::on_rcpt_outcome(const SessionTxn& txn, size_t index, const Outcome& outcome) {
   scheduler_.record_outcome(txn, index, outcome, peer_, mx_);
 }
 
-void SmtpConnection::on_txn_done(SessionTxn& txn) { scheduler_.txn_done(txn); }
+void SmtpConnection::on_txn_done(SessionTxn& txn) {
+  scheduler_.txn_done(txn);
+}
 
 void SmtpConnection::on_txn_returned(SessionTxn&& txn) {
   scheduler_.txn_returned(std::move(txn));

@@ -14,8 +14,8 @@
 /// Thread safety: one shard thread.
 #pragma once
 
-#include <cstdint>
 #include <sys/socket.h>
+#include <cstdint>
 
 #include <optional>
 #include <string>

@@ -11,11 +11,15 @@ constexpr int kBits = 6;
 constexpr uint64_t kMask = 63;
 constexpr uint64_t kHorizon = (uint64_t{1} << 36) - 1;
 
-inline uint64_t digit(uint64_t tick, int level) { return (tick >> (kBits * level)) & kMask; }
+inline uint64_t digit(uint64_t tick, int level) {
+  return (tick >> (kBits * level)) & kMask;
+}
 
 }  // namespace
 
-Timer::~Timer() { cancel(); }
+Timer::~Timer() {
+  cancel();
+}
 
 void Timer::cancel() {
   if (wheel_ != nullptr) {

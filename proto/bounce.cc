@@ -26,23 +26,34 @@ bool has_any(const std::string& text, std::span<const std::string_view> words) {
 }
 
 // Phrases receivers put in otherwise generic replies (550 5.0.0, 554 ...).
-constexpr std::string_view kNoMailbox[] = {
-    "user unknown", "unknown user", "no such user", "does not exist", "mailbox unavailable",
-    "recipient unknown", "unknown recipient", "no mailbox", "invalid recipient",
-    "address rejected", "not found", "no longer available", "disabled", "inactive"};
-constexpr std::string_view kFull[] = {
-    "mailbox full", "quota", "over quota", "insufficient storage", "mailbox is full",
-    "exceeded storage"};
+constexpr std::string_view kNoMailbox[] = {"user unknown",
+                                           "unknown user",
+                                           "no such user",
+                                           "does not exist",
+                                           "mailbox unavailable",
+                                           "recipient unknown",
+                                           "unknown recipient",
+                                           "no mailbox",
+                                           "invalid recipient",
+                                           "address rejected",
+                                           "not found",
+                                           "no longer available",
+                                           "disabled",
+                                           "inactive"};
+constexpr std::string_view kFull[] = {"mailbox full",    "quota",
+                                      "over quota",      "insufficient storage",
+                                      "mailbox is full", "exceeded storage"};
 constexpr std::string_view kThrottle[] = {
-    "too many", "rate limit", "ratelimit", "throttl", "try again later", "try later",
-    "temporarily deferred", "slow down", "exceeded the rate", "too fast", "[ts0"};
+    "too many",  "rate limit",           "ratelimit", "throttl",           "try again later",
+    "try later", "temporarily deferred", "slow down", "exceeded the rate", "too fast",
+    "[ts0"};
 constexpr std::string_view kPolicy[] = {
-    "spam", "blocked", "blacklist", "blocklist", "block list", "black list", "policy",
-    "reputation", "dmarc", "spf", "dkim", "authentication", "not allowed", "denied",
-    "listed", "rbl", "abuse"};
+    "spam",        "blocked",    "blacklist", "blocklist", "block list", "black list",
+    "policy",      "reputation", "dmarc",     "spf",       "dkim",       "authentication",
+    "not allowed", "denied",     "listed",    "rbl",       "abuse"};
 constexpr std::string_view kContent[] = {
-    "content", "virus", "malware", "attachment", "message rejected", "suspicious",
-    "phishing", "too large", "size"};
+    "content",    "virus",    "malware",   "attachment", "message rejected",
+    "suspicious", "phishing", "too large", "size"};
 
 }  // namespace
 

@@ -23,18 +23,18 @@
 namespace ringmail::proto {
 
 enum class FailureClass : uint8_t {
-  kNone,               // not a failure (delivered)
-  kInvalidRecipient,   // 5.1.1 and friends: the mailbox does not exist
-  kInvalidDomain,      // NXDOMAIN, null MX, no usable mail server, 5.1.2
-  kMailboxFull,        // 4.2.2 / 5.2.2, quota
-  kPolicyBlock,        // 5.7.x, spam, blocklists, authentication (DMARC/SPF)
-  kContentRejected,    // 5.6.x, message content, virus, size (5.3.4)
-  kRateLimited,        // 421, 4.7.0/4.7.1 with throttling words, "too many"
-  kDnsFailure,         // temporary DNS trouble
-  kTlsFailure,         // TLS required but not possible, handshake failure
-  kConnection,         // refused, reset, timeout, protocol error
-  kExpired,            // gave up after retry.max_age (5.4.7)
-  kDropped,            // removed by an operator
+  kNone,              // not a failure (delivered)
+  kInvalidRecipient,  // 5.1.1 and friends: the mailbox does not exist
+  kInvalidDomain,     // NXDOMAIN, null MX, no usable mail server, 5.1.2
+  kMailboxFull,       // 4.2.2 / 5.2.2, quota
+  kPolicyBlock,       // 5.7.x, spam, blocklists, authentication (DMARC/SPF)
+  kContentRejected,   // 5.6.x, message content, virus, size (5.3.4)
+  kRateLimited,       // 421, 4.7.0/4.7.1 with throttling words, "too many"
+  kDnsFailure,        // temporary DNS trouble
+  kTlsFailure,        // TLS required but not possible, handshake failure
+  kConnection,        // refused, reset, timeout, protocol error
+  kExpired,           // gave up after retry.max_age (5.4.7)
+  kDropped,           // removed by an operator
   kOther,
 };
 
@@ -52,10 +52,10 @@ FailureClass classify_failure(uint16_t code, std::string_view enhanced, std::str
 bool is_throttling_reply(uint16_t code, std::string_view enhanced, std::string_view text);
 
 struct DsnRecipient {
-  std::string recipient;  // final recipient address
-  std::string status;     // RFC 3463, e.g. "5.1.1"
-  std::string remote_mta;  // host name of the server that answered, or empty
-  std::string diagnostic;  // the reply, e.g. "550 5.1.1 user unknown", or empty
+  std::string recipient;          // final recipient address
+  std::string status;             // RFC 3463, e.g. "5.1.1"
+  std::string remote_mta;         // host name of the server that answered, or empty
+  std::string diagnostic;         // the reply, e.g. "550 5.1.1 user unknown", or empty
   std::string action = "failed";  // failed | delayed
 };
 

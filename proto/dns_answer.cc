@@ -8,7 +8,9 @@ namespace {
 constexpr size_t kHeader = 12;
 constexpr size_t kMaxName = 255;
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 class Reader {
  public:
@@ -17,8 +19,8 @@ class Reader {
   bool has(size_t off, size_t n) const { return off <= m_.size() && n <= m_.size() - off; }
   uint16_t u16(size_t off) const { return static_cast<uint16_t>((m_[off] << 8) | m_[off + 1]); }
   uint32_t u32(size_t off) const {
-    return (uint32_t{m_[off]} << 24) | (uint32_t{m_[off + 1]} << 16) | (uint32_t{m_[off + 2]} << 8) |
-           uint32_t{m_[off + 3]};
+    return (uint32_t{m_[off]} << 24) | (uint32_t{m_[off + 1]} << 16) |
+           (uint32_t{m_[off + 2]} << 8) | uint32_t{m_[off + 3]};
   }
 
   /// Reads a (possibly compressed) name at *off; *off moves past it.
@@ -84,10 +86,12 @@ struct Rr {
   uint16_t rdlen;
 };
 
-uint32_t sane_ttl(uint32_t ttl) { return (ttl & 0x80000000u) != 0 ? 0 : ttl; }
+uint32_t sane_ttl(uint32_t ttl) {
+  return (ttl & 0x80000000u) != 0 ? 0 : ttl;
+}
 
-Result<void> read_rrs(const Reader& r, size_t* off, size_t count, size_t max,
-                      std::vector<Rr>* out, size_t* ignored) {
+Result<void> read_rrs(const Reader& r, size_t* off, size_t count, size_t max, std::vector<Rr>* out,
+                      size_t* ignored) {
   for (size_t i = 0; i < count; ++i) {
     auto owner = r.name(off);
     if (!owner.ok()) {

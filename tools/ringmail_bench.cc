@@ -372,8 +372,7 @@ int main(int argc, char** argv) {
     cfg << "[ingest]\nsocket = \"" << dir << "/ringmail.sock\"\n";
     cfg << "[events]\nfile = \"" << (o.events_file ? dir + "/events.jsonl" : "") << "\"\n";
     cfg << "[delivery]\nmax_conns_per_destination = " << o.conns
-        << "\nmax_rcpts_per_txn = " << o.rcpts_per_txn
-        << "\nmax_pipelined_txns = " << o.pipelined
+        << "\nmax_rcpts_per_txn = " << o.rcpts_per_txn << "\nmax_pipelined_txns = " << o.pipelined
         << "\nchunking = " << (o.chunking ? "true" : "false") << "\n";
     if (o.mx_domains > 0) {
       cfg << "port = " << port << "\n[routing]\ndefault = \"mx\"\n";
@@ -398,14 +397,23 @@ int main(int argc, char** argv) {
   // --- load
   double cpu0 = cpu_seconds(daemon.pid), sink_cpu0 = cpu_seconds(sink.pid);
   Proc inject;
-  std::vector<std::string> iargv = {bin + "/ringmail-inject", "--socket", dir + "/ringmail.sock",
-                                    "--count", std::to_string(o.count), "--size",
-                                    std::to_string(o.size), "--batch", std::to_string(o.batch),
-                                    "--wait", "--json", "--quiet", "--timeout",
+  std::vector<std::string> iargv = {bin + "/ringmail-inject",
+                                    "--socket",
+                                    dir + "/ringmail.sock",
+                                    "--count",
+                                    std::to_string(o.count),
+                                    "--size",
+                                    std::to_string(o.size),
+                                    "--batch",
+                                    std::to_string(o.batch),
+                                    "--wait",
+                                    "--json",
+                                    "--quiet",
+                                    "--timeout",
                                     std::to_string(static_cast<int>(o.timeout_s))};
   if (o.mx_domains > 0) {
-    iargv.insert(iargv.end(), {"--domains", std::to_string(o.mx_domains), "--domain",
-                               "bench.test"});
+    iargv.insert(iargv.end(),
+                 {"--domains", std::to_string(o.mx_domains), "--domain", "bench.test"});
   } else {
     iargv.insert(iargv.end(), {"--domains", std::to_string(o.domains)});
   }
@@ -463,16 +471,16 @@ int main(int argc, char** argv) {
               dir, "smtp-source");
     std::string pstats = psink.out;
     bool done = wait_for(
-        [&] { return json_num(slurp(dir + "/peer-sink.json"), "messages") >= msgs; },
-        o.timeout_s);
+        [&] { return json_num(slurp(dir + "/peer-sink.json"), "messages") >= msgs; }, o.timeout_s);
     double pwall = std::chrono::duration<double>(Clock::now() - p0).count();
     double ppcpu = cpu_seconds(psink.pid) - pcpu0;
     int src_rc = src.wait(30);
     std::string ps = stop_sink(psink);
     double prate = done ? msgs / pwall : 0;
-    std::printf("  peer smtp-source -s 100 -d: %.0f messages/s (%.2f s), sink %.2f CPU s, "
-                "smtp-source exit %d; sink saw %s\n",
-                prate, pwall, ppcpu, src_rc, ps.c_str());
+    std::printf(
+        "  peer smtp-source -s 100 -d: %.0f messages/s (%.2f s), sink %.2f CPU s, "
+        "smtp-source exit %d; sink saw %s\n",
+        prate, pwall, ppcpu, src_rc, ps.c_str());
     char buf[256];
     std::snprintf(buf, sizeof buf,
                   ",\"peer\":\"smtp-source\",\"peer_msgs_per_s\":%.0f,\"peer_sink_cpu_s\":%.2f,"
@@ -486,10 +494,9 @@ int main(int argc, char** argv) {
       "\"p99_ms\":%.2f,\"daemon_cpu_s\":%.2f,\"cpu_ms_per_1000\":%.1f,\"peak_rss_mb\":%.1f,"
       "\"sink_cpu_s\":%.2f,\"wall_s\":%.2f,\"ok\":%s%s}\n",
       o.tag.c_str(), static_cast<unsigned long long>(o.count), o.size, o.batch, o.domains,
-      o.mx_domains, delivered, inject_s > 0 ? msgs / inject_s : 0, rate,
-      json_num(ijson, "p50_ms"), json_num(ijson, "p99_ms"), cpu,
-      delivered > 0 ? cpu * 1e6 / delivered : 0, rss, sink_cpu, wall, ok ? "true" : "false",
-      peer_json.c_str());
+      o.mx_domains, delivered, inject_s > 0 ? msgs / inject_s : 0, rate, json_num(ijson, "p50_ms"),
+      json_num(ijson, "p99_ms"), cpu, delivered > 0 ? cpu * 1e6 / delivered : 0, rss, sink_cpu,
+      wall, ok ? "true" : "false", peer_json.c_str());
   std::string rm = "rm -rf '" + dir + "'";
   int rc = std::system(rm.c_str());
   (void)rc;

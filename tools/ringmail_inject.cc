@@ -16,7 +16,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -46,29 +48,31 @@ struct Options {
   bool quiet = false;
   std::string events_out;
   std::string id_prefix;
+  bool retry_busy = true;
 };
 
 void usage(FILE* f) {
-  std::fprintf(
-      f,
-      "usage: ringmail-inject [options]\n"
-      "  --socket PATH      ringmaild socket (default ringmail.sock)\n"
-      "  --eml FILE         message to send (raw RFC 5322)\n"
-      "  --rcpts FILE       recipients, one per line (with --eml)\n"
-      "  --rcpt ADDR        a recipient (repeatable, with --eml)\n"
-      "  --sender ADDR      envelope sender (default sender@example.test; \"\" = null)\n"
-      "  --count N          generate N batches instead of --eml\n"
-      "  --size BYTES       generated message size (default 2048)\n"
-      "  --batch K          recipients per batch (default 1)\n"
-      "  --domains D        spread generated recipients over D domains\n"
-      "  --domain NAME      recipient domain (default example.test; with --domains:\n"
-      "                     d<i>.NAME)\n"
-      "  --window W         batches in flight before waiting for acks (default 256)\n"
-      "  --wait             wait for a final event for every accepted recipient\n"
-      "  --timeout S        give up waiting after S seconds (default 300)\n"
-      "  --events-out FILE  write received event lines to FILE\n"
-      "  --json             print a JSON summary line at the end\n"
-      "  --quiet            no per-batch rejection lines\n");
+  std::fprintf(f,
+               "usage: ringmail-inject [options]\n"
+               "  --socket PATH      ringmaild socket (default ringmail.sock)\n"
+               "  --eml FILE         message to send (raw RFC 5322)\n"
+               "  --rcpts FILE       recipients, one per line (with --eml)\n"
+               "  --rcpt ADDR        a recipient (repeatable, with --eml)\n"
+               "  --sender ADDR      envelope sender (default sender@example.test; \"\" = null)\n"
+               "  --count N          generate N batches instead of --eml\n"
+               "  --size BYTES       generated message size (default 2048)\n"
+               "  --batch K          recipients per batch (default 1)\n"
+               "  --domains D        spread generated recipients over D domains\n"
+               "  --domain NAME      recipient domain (default example.test; with --domains:\n"
+               "                     d<i>.NAME)\n"
+               "  --window W         batches in flight before waiting for acks (default 256)\n"
+               "  --wait             wait for a final event for every accepted recipient\n"
+               "  --timeout S        give up waiting after S seconds (default 300)\n"
+               "  --events-out FILE  write received event lines to FILE\n"
+               "  --json             print a JSON summary line at the end\n"
+               "  --no-retry-busy    report try-later answers instead of sending those batches\n"
+               "                     again (by default they are resent, backing off 50 ms to 2 s)\n"
+               "  --quiet            no per-batch rejection lines\n");
 }
 
 std::string read_file(const std::string& path, bool* ok) {
@@ -120,6 +124,8 @@ bool parse_args(int argc, char** argv, Options* o) {
       o->json = true;
     } else if (a == "--quiet") {
       o->quiet = true;
+    } else if (a == "--no-retry-busy") {
+      o->retry_busy = false;
     } else if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
@@ -222,6 +228,7 @@ int main(int argc, char** argv) {
   auto deadline = start + std::chrono::duration<double>(o.timeout_s);
   int exit_code = 0;
 
+  std::function<void(const ringmail::proto::Ack&)> handle_ack;
   auto handle = [&](const ringmail::tools::Frame& f) -> bool {
     using ringmail::proto::FrameType;
     if (f.type == FrameType::kAck) {
@@ -232,6 +239,9 @@ int main(int argc, char** argv) {
       }
       ++acked;
       last_ack = Clock::now();
+      if (handle_ack) {
+        handle_ack(*ack);
+      }
       accepted_rcpts += ack->accepted;
       rejected_rcpts += ack->rejections.size();
       if (ack->status == ringmail::proto::AckStatus::kTryLater ||
@@ -240,8 +250,10 @@ int main(int argc, char** argv) {
       } else if (ack->status != ringmail::proto::AckStatus::kAccepted) {
         ++rejected_batches;
       }
-      if (!o.quiet && (ack->status != ringmail::proto::AckStatus::kAccepted ||
-                       !ack->rejections.empty())) {
+      bool busy_ack = ack->status == ringmail::proto::AckStatus::kTryLater ||
+                      ack->status == ringmail::proto::AckStatus::kSpoolUnavailable;
+      if (!o.quiet && (!busy_ack || !o.retry_busy) &&
+          (ack->status != ringmail::proto::AckStatus::kAccepted || !ack->rejections.empty())) {
         std::fprintf(stderr, "batch %s: %s%s%s\n", ack->batch_id.c_str(),
                      std::string(ringmail::proto::ack_status_name(ack->status)).c_str(),
                      ack->reason.empty() ? "" : ": ", ack->reason.c_str());
@@ -286,23 +298,18 @@ int main(int argc, char** argv) {
     return true;
   };
 
+  // Batches in flight, in send order (ACKs come back in that order), and
+  // batches answered try-later waiting to be sent again.
+  struct Pending {
+    uint64_t index;
+    std::string payload;
+  };
+  std::deque<Pending> unacked;
+  std::deque<std::pair<Clock::time_point, Pending>> again;
+  uint64_t finished = 0, next = 0, busy_streak = 0;
   std::string generated;
   std::vector<std::string> gen_rcpts;
-  for (uint64_t i = 0; i < o.count; ++i) {
-    while (sent - acked >= o.window) {
-      auto f = c.next(1000);
-      if (!f.ok()) {
-        std::fprintf(stderr, "ringmail-inject: %s\n", f.error().message.c_str());
-        return 2;
-      }
-      if (*f && !handle(**f)) {
-        return 2;
-      }
-      if (Clock::now() > deadline) {
-        std::fprintf(stderr, "ringmail-inject: timed out waiting for acks\n");
-        return 1;
-      }
-    }
+  auto build = [&](uint64_t i) {
     ringmail::proto::BatchView b;
     std::string id = o.id_prefix + std::to_string(i);
     b.batch_id = id;
@@ -314,8 +321,8 @@ int main(int argc, char** argv) {
       gen_rcpts.clear();
       for (uint32_t k = 0; k < o.batch; ++k) {
         uint64_t n = i * o.batch + k;
-        std::string dom = o.domains > 1 ? "d" + std::to_string(n % o.domains) + "." + o.domain
-                                        : o.domain;
+        std::string dom =
+            o.domains > 1 ? "d" + std::to_string(n % o.domains) + "." + o.domain : o.domain;
         gen_rcpts.push_back("user" + std::to_string(n) + "@" + dom);
       }
       for (const auto& r : gen_rcpts) {
@@ -330,32 +337,60 @@ int main(int argc, char** argv) {
       }
     }
     total_rcpts += b.recipients.size();
-    sent_at[i] = Clock::now();
-    c.queue_batch(b);
-    ++sent;
-    if (c.pending_output() > (1u << 20)) {
-      auto f = c.next(0);  // push bytes out, pick up acks
-      if (!f.ok()) {
-        std::fprintf(stderr, "ringmail-inject: %s\n", f.error().message.c_str());
-        return 2;
+    std::string payload;
+    ringmail::proto::encode_batch(payload, b);
+    return payload;
+  };
+  auto on_ack_status = [&](const ringmail::proto::Ack& ack) {
+    Pending p = std::move(unacked.front());
+    unacked.pop_front();
+    bool busy = ack.status == ringmail::proto::AckStatus::kTryLater ||
+                ack.status == ringmail::proto::AckStatus::kSpoolUnavailable;
+    if (busy && o.retry_busy) {
+      auto delay = std::chrono::milliseconds(
+          std::min<uint64_t>(2000, 50u << std::min<uint64_t>(busy_streak++, 5)));
+      again.emplace_back(Clock::now() + delay, std::move(p));
+      return;
+    }
+    busy_streak = 0;
+    ++finished;
+  };
+  handle_ack = on_ack_status;
+  while (finished < o.count) {
+    if (Clock::now() > deadline) {
+      std::fprintf(stderr, "ringmail-inject: timed out with %llu batches unacknowledged\n",
+                   static_cast<unsigned long long>(o.count - finished));
+      return 1;
+    }
+    while (unacked.size() < o.window) {
+      if (!again.empty() && again.front().first <= Clock::now()) {
+        Pending p = std::move(again.front().second);
+        again.pop_front();
+        c.queue_frame(ringmail::proto::FrameType::kBatch, p.payload);
+        unacked.push_back(std::move(p));
+        ++sent;
+      } else if (next < o.count) {
+        sent_at[next] = Clock::now();
+        Pending p{next, build(next)};
+        ++next;
+        c.queue_frame(ringmail::proto::FrameType::kBatch, p.payload);
+        unacked.push_back(std::move(p));
+        ++sent;
+      } else {
+        break;
       }
-      if (*f && !handle(**f)) {
-        return 2;
+      if (c.pending_output() > (1u << 20)) {
+        break;
       }
     }
-  }
-  while (acked < sent) {
-    auto f = c.next(1000);
+    bool can_send_more = unacked.size() < o.window && (next < o.count || !again.empty());
+    auto f = c.next(can_send_more && c.pending_output() == 0 ? 0 : 20);
     if (!f.ok()) {
       std::fprintf(stderr, "ringmail-inject: %s\n", f.error().message.c_str());
       return 2;
     }
     if (*f && !handle(**f)) {
       return 2;
-    }
-    if (Clock::now() > deadline) {
-      std::fprintf(stderr, "ringmail-inject: timed out waiting for acks\n");
-      return 1;
     }
   }
   double inject_s = std::chrono::duration<double>(last_ack - start).count();
@@ -375,23 +410,22 @@ int main(int argc, char** argv) {
     std::fclose(events_out);
   }
   double final_s = std::chrono::duration<double>(last_final - start).count();
-  std::printf("batches %llu sent, %llu rejected, %llu try-later; recipients %llu sent, %llu "
-              "accepted, %llu rejected\n",
-              static_cast<unsigned long long>(sent),
-              static_cast<unsigned long long>(rejected_batches),
-              static_cast<unsigned long long>(busy_batches),
-              static_cast<unsigned long long>(total_rcpts),
-              static_cast<unsigned long long>(accepted_rcpts),
-              static_cast<unsigned long long>(rejected_rcpts));
+  std::printf(
+      "batches %llu sent, %llu rejected, %llu try-later; recipients %llu sent, %llu "
+      "accepted, %llu rejected\n",
+      static_cast<unsigned long long>(sent), static_cast<unsigned long long>(rejected_batches),
+      static_cast<unsigned long long>(busy_batches), static_cast<unsigned long long>(total_rcpts),
+      static_cast<unsigned long long>(accepted_rcpts),
+      static_cast<unsigned long long>(rejected_rcpts));
   std::printf("injected in %.3f s: %.0f batches/s\n", inject_s,
               inject_s > 0 ? static_cast<double>(sent) / inject_s : 0.0);
   if (o.wait) {
-    std::printf("final: delivered %llu, bounced %llu (deferred events %llu) in %.3f s: %.0f "
-                "recipients/s\n",
-                static_cast<unsigned long long>(delivered),
-                static_cast<unsigned long long>(bounced),
-                static_cast<unsigned long long>(deferred), final_s,
-                final_s > 0 ? static_cast<double>(delivered + bounced) / final_s : 0.0);
+    std::printf(
+        "final: delivered %llu, bounced %llu (deferred events %llu) in %.3f s: %.0f "
+        "recipients/s\n",
+        static_cast<unsigned long long>(delivered), static_cast<unsigned long long>(bounced),
+        static_cast<unsigned long long>(deferred), final_s,
+        final_s > 0 ? static_cast<double>(delivered + bounced) / final_s : 0.0);
     std::vector<double> l = latencies;
     std::printf("latency ms (batch sent -> final event): p50 %.1f p90 %.1f p99 %.1f max %.1f\n",
                 pct(l, 50), pct(l, 90), pct(l, 99), pct(l, 100));
@@ -403,21 +437,20 @@ int main(int argc, char** argv) {
   }
   if (o.json) {
     std::vector<double> l = latencies;
-    std::printf("{\"batches\":%llu,\"recipients\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
-                "\"try_later\":%llu,\"delivered\":%llu,\"bounced\":%llu,\"deferred_events\":%llu,"
-                "\"inject_s\":%.3f,\"final_s\":%.3f,\"p50_ms\":%.2f,\"p90_ms\":%.2f,"
-                "\"p99_ms\":%.2f,\"max_ms\":%.2f}\n",
-                static_cast<unsigned long long>(sent),
-                static_cast<unsigned long long>(total_rcpts),
-                static_cast<unsigned long long>(accepted_rcpts),
-                static_cast<unsigned long long>(rejected_rcpts),
-                static_cast<unsigned long long>(busy_batches),
-                static_cast<unsigned long long>(delivered),
-                static_cast<unsigned long long>(bounced),
-                static_cast<unsigned long long>(deferred), inject_s, final_s, pct(l, 50),
-                pct(l, 90), pct(l, 99), pct(l, 100));
+    std::printf(
+        "{\"batches\":%llu,\"recipients\":%llu,\"accepted\":%llu,\"rejected\":%llu,"
+        "\"try_later\":%llu,\"delivered\":%llu,\"bounced\":%llu,\"deferred_events\":%llu,"
+        "\"inject_s\":%.3f,\"final_s\":%.3f,\"p50_ms\":%.2f,\"p90_ms\":%.2f,"
+        "\"p99_ms\":%.2f,\"max_ms\":%.2f}\n",
+        static_cast<unsigned long long>(sent), static_cast<unsigned long long>(total_rcpts),
+        static_cast<unsigned long long>(accepted_rcpts),
+        static_cast<unsigned long long>(rejected_rcpts),
+        static_cast<unsigned long long>(busy_batches), static_cast<unsigned long long>(delivered),
+        static_cast<unsigned long long>(bounced), static_cast<unsigned long long>(deferred),
+        inject_s, final_s, pct(l, 50), pct(l, 90), pct(l, 99), pct(l, 100));
   }
-  if (rejected_rcpts > 0 || rejected_batches > 0 || busy_batches > 0 || bounced > 0) {
+  if (rejected_rcpts > 0 || rejected_batches > 0 || (busy_batches > 0 && !o.retry_busy) ||
+      bounced > 0) {
     exit_code = 1;
   }
   return exit_code;

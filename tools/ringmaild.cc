@@ -64,9 +64,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto config = config_path.empty()
-                    ? ringmail::engine::parse_config("", "<default>")
-                    : ringmail::engine::load_config_file(config_path);
+  auto config = config_path.empty() ? ringmail::engine::parse_config("", "<default>")
+                                    : ringmail::engine::load_config_file(config_path);
   if (!config.ok()) {
     std::fprintf(stderr, "ringmaild: configuration error: %s\n", config.error().message.c_str());
     return 1;
@@ -118,10 +117,9 @@ int main(int argc, char** argv) {
   }
   (*engine)->shutdown(grace);
   auto st = (*engine)->stats();
-  RM_LOG_INFO("stopped: delivered %llu, deferred %llu, bounced %llu, still queued %llu",
-              static_cast<unsigned long long>(st.delivered),
-              static_cast<unsigned long long>(st.deferred),
-              static_cast<unsigned long long>(st.bounced),
-              static_cast<unsigned long long>(st.unfinished));
+  RM_LOG_INFO(
+      "stopped: delivered %llu, deferred %llu, bounced %llu, still queued %llu",
+      static_cast<unsigned long long>(st.delivered), static_cast<unsigned long long>(st.deferred),
+      static_cast<unsigned long long>(st.bounced), static_cast<unsigned long long>(st.unfinished));
   return 0;
 }

@@ -51,8 +51,7 @@ void expect_one_final_delivery_each(EventCollector& ev, const std::vector<std::s
   size_t bad = 0;
   for (const auto& r : rcpts) {
     auto it = all.find(r);
-    if (it == all.end() || it->second.size() != 1 ||
-        it->second[0].type != EventType::kDelivered) {
+    if (it == all.end() || it->second.size() != 1 || it->second[0].type != EventType::kDelivered) {
       ++bad;
     }
   }
@@ -135,9 +134,9 @@ TEST(Delivery, DefersAndRejectsAffectOnlyTheirRecipients) {
   Batch b;
   b.sender = "s@example.test";
   b.message = message_of(500);
-  b.recipients = {"ok1@a.test",         "reject@a.test",      "defer@a.test",
-                  "ok2@a.test",         "rejectdata@b.test",  "ok3@b.test",
-                  "deferdata@c.test",   "ok4@c.test",         "ok5@d.test"};
+  b.recipients = {"ok1@a.test",       "reject@a.test",     "defer@a.test",
+                  "ok2@a.test",       "rejectdata@b.test", "ok3@b.test",
+                  "deferdata@c.test", "ok4@c.test",        "ok5@d.test"};
   ASSERT_EQ(e.engine->submit(b).accepted, 9u);
   // First round: six final verdicts, three deferrals.
   ASSERT_TRUE(e.events.wait_finals(6));
@@ -197,8 +196,7 @@ class DaemonTest : public ::testing::Test {
     std::ofstream(dir_.file("ringmail.toml")) << cfg;
     ASSERT_TRUE(daemon_.start({env_or("RINGMAILD", ""), "--config", dir_.file("ringmail.toml")},
                               dir_.path(), "ringmaild"));
-    ASSERT_TRUE(eventually([&] { return ::access(socket_.c_str(), F_OK) == 0; }))
-        << daemon_.err();
+    ASSERT_TRUE(eventually([&] { return ::access(socket_.c_str(), F_OK) == 0; })) << daemon_.err();
   }
   TempDir dir_;
   Child daemon_;
@@ -210,10 +208,10 @@ TEST_F(DaemonTest, InjectWaitsForEveryRecipientAndEventsAreLogged) {
   ASSERT_TRUE(sink.start({})) << sink.error();
   start_daemon(sink.port());
   Child inject;
-  ASSERT_TRUE(inject.start({env_or("RINGMAIL_INJECT", ""), "--socket", socket_, "--count", "2000",
-                            "--batch", "7", "--domains", "5", "--wait", "--json", "--timeout",
-                            "60"},
-                           dir_.path(), "inject"));
+  ASSERT_TRUE(
+      inject.start({env_or("RINGMAIL_INJECT", ""), "--socket", socket_, "--count", "2000",
+                    "--batch", "7", "--domains", "5", "--wait", "--json", "--timeout", "60"},
+                   dir_.path(), "inject"));
   ASSERT_EQ(inject.wait(), 0) << inject.out() << inject.err();
   std::string out = inject.out();
   std::string json = out.substr(out.rfind('{'));
@@ -326,8 +324,8 @@ TEST_F(DaemonTest, BadInputGetsClearErrorsAndOthersKeepWorking) {
   b.sender = "s@example.test";
   b.has_sender = true;
   b.message = msg;
-  b.recipients = {"no-at-sign", "a b@example.test", "x@[192.0.2.1]", "ok@example.test",
-                  "ok@EXAMPLE.test", "evil@example.test>\r\nRSET"};
+  b.recipients = {"no-at-sign",      "a b@example.test", "x@[192.0.2.1]",
+                  "ok@example.test", "ok@EXAMPLE.test",  "evil@example.test>\r\nRSET"};
   proto::Ack ack = send_batch(*client, b);
   EXPECT_EQ(ack.status, proto::AckStatus::kAccepted);
   EXPECT_EQ(ack.batch_id, "mixed");
@@ -421,8 +419,8 @@ TEST_F(DaemonTest, BadInputGetsClearErrorsAndOthersKeepWorking) {
 TEST_F(DaemonTest, InvalidConfigurationNamesTheKey) {
   std::ofstream(dir_.file("bad.toml")) << "[delivery]\nmax_rcpts_per_txn = 0\n";
   Child d;
-  ASSERT_TRUE(d.start({env_or("RINGMAILD", ""), "--config", dir_.file("bad.toml")}, dir_.path(),
-                      "bad"));
+  ASSERT_TRUE(
+      d.start({env_or("RINGMAILD", ""), "--config", dir_.file("bad.toml")}, dir_.path(), "bad"));
   EXPECT_NE(d.wait(), 0);
   EXPECT_NE(d.err().find("delivery.max_rcpts_per_txn"), std::string::npos) << d.err();
 }

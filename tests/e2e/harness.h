@@ -33,7 +33,9 @@ inline std::string env_or(const char* name, const char* fallback) {
   return v != nullptr ? v : fallback;
 }
 
-inline bool have_program(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
+inline bool have_program(const std::string& path) {
+  return ::access(path.c_str(), X_OK) == 0;
+}
 
 /// A child process whose stdout and stderr go to files in a directory.
 class Child {
@@ -55,10 +57,10 @@ class Child {
     err_ = dir + "/" + tag + ".err";
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
+    posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0644);
     if (!cwd.empty()) {
       posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
     }
@@ -148,10 +150,9 @@ class EventCollector {
 
   void add(const EventView& e) {
     std::lock_guard lock(mu_);
-    by_rcpt_[std::string(e.recipient)].push_back(Ev{e.type, e.code, std::string(e.enhanced_code),
-                                                    std::string(e.response), std::string(e.peer),
-                                                    std::string(e.mx), e.attempt,
-                                                    std::string(e.json)});
+    by_rcpt_[std::string(e.recipient)].push_back(
+        Ev{e.type, e.code, std::string(e.enhanced_code), std::string(e.response),
+           std::string(e.peer), std::string(e.mx), e.attempt, std::string(e.json)});
     if (e.type != EventType::kDeferred) {
       ++finals_;
     } else {

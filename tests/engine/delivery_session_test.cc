@@ -117,10 +117,9 @@ TEST_F(SessionTest, PipelinedDataTransactionClassifiesEachRecipient) {
   EXPECT_TRUE(s_->can_accept_txn());
   auto m = message();
   s_->add_txn(txn(m, {0, 1, 2}, 7));
-  EXPECT_EQ(sent(),
-            "MAIL FROM:<s@example.com> SIZE=" + std::to_string(m->size()) +
-                "\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
-                "RCPT TO:<c@example.org>\r\nDATA\r\n");
+  EXPECT_EQ(sent(), "MAIL FROM:<s@example.com> SIZE=" + std::to_string(m->size()) +
+                        "\r\nRCPT TO:<a@example.org>\r\nRCPT TO:<b@example.org>\r\n"
+                        "RCPT TO:<c@example.org>\r\nDATA\r\n");
   EXPECT_EQ(s_->wait(), DeliverySession::Wait::kMail);
   reply("250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.1.5 ok\r\n");
   ASSERT_EQ(rec_.outcomes.size(), 1u);  // the bounce is known at once
@@ -306,8 +305,9 @@ TEST_F(SessionTest, MailRefusedDecidesAllRecipientsAnd503NeverBounces) {
   auto m = message();
   s_->add_txn(txn(m, {0, 1}, 1));
   sent();
-  reply("550 5.7.1 sender refused\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n"
-        "503 5.5.1 need RCPT\r\n");
+  reply(
+      "550 5.7.1 sender refused\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need MAIL\r\n"
+      "503 5.5.1 need RCPT\r\n");
   ASSERT_EQ(rec_.outcomes.size(), 2u);
   EXPECT_EQ(rec_.outcomes[0].disposition, Disposition::kBounced);
   EXPECT_EQ(rec_.outcomes[0].stage, Stage::kMail);

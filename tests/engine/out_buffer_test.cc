@@ -30,7 +30,7 @@ TEST(OutBuffer, CommandsMergeAndBodiesAreReferencedInPlace) {
   out.take(&b);
   EXPECT_TRUE(out.empty());
   const auto& iov = b.iov();
-  ASSERT_EQ(iov.size(), 3u);  // merged commands, the body, the terminator
+  ASSERT_EQ(iov.size(), 3u);                          // merged commands, the body, the terminator
   EXPECT_EQ(iov[1].iov_base, m->data_body().data());  // no copy of the body
   EXPECT_EQ(gather(b), "MAIL FROM:<a@b>\r\nDATA\r\nhello\r\n.\r\n");
   // Partial sends resume mid-piece.

@@ -1,0 +1,324 @@
+// Politeness at scale: connection limits and adaptive backoff, retries on a
+// schedule, message rates, expiry and delivery reports, the memory budget,
+// and operator controls — against ringmail-sink on loopback.
+#include <dirent.h>
+#include <gtest/gtest.h>
+
+#include <regex>
+
+#include "engine/clock.h"
+#include "tests/e2e/harness.h"
+
+namespace ringmail::testing {
+namespace {
+
+std::string route_to(uint16_t port) {
+  return "[routing]\ndefault = \"127.0.0.1:" + std::to_string(port) + "\"\n";
+}
+
+Batch batch_of(const std::string& id, const std::vector<std::string>& rcpts,
+               const std::string& sender = "bulk@sender.test") {
+  Batch b;
+  b.batch_id = id;
+  b.sender = sender;
+  b.message = message_of(1000, id);
+  b.recipients = rcpts;
+  return b;
+}
+
+/// All values of an integer JSON field in `json`.
+std::vector<long> json_ints(const std::string& json, const std::string& key) {
+  std::vector<long> out;
+  std::regex re("\"" + key + "\":(\\d+)");
+  for (std::sregex_iterator it(json.begin(), json.end(), re), end; it != end; ++it) {
+    out.push_back(std::stol((*it)[1]));
+  }
+  return out;
+}
+
+/// Waits until every shard has run its loop past what was posted before:
+/// a control round trip touches every shard, in order.
+void barrier(Engine& e) {
+  (void)e.control("list");
+}
+
+TEST(Shaping, ConnectionLimitConvergesToWhatTheServerAccepts) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({"--max-connections", "3"})) << sink.error();
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(sink.port()) +
+                      "[delivery]\nmax_conns_per_destination = 12\nmax_rcpts_per_txn = 1\n"
+                      "max_pipelined_txns = 1\nbackoff = \"200ms\"\n")
+                  .ok());
+  std::vector<std::string> rcpts;
+  for (int i = 0; i < 3000; ++i) {
+    rcpts.push_back("r" + std::to_string(i) + "@busy.test");
+  }
+  // Many one-recipient batches: many transactions want many connections.
+  for (size_t i = 0; i < rcpts.size(); i += 10) {
+    std::vector<std::string> part(rcpts.begin() + static_cast<long>(i),
+                                  rcpts.begin() + static_cast<long>(i + 10));
+    ASSERT_EQ(e.engine->submit(batch_of("k" + std::to_string(i), part)).accepted, 10u);
+  }
+  ASSERT_TRUE(e.events.wait_finals(rcpts.size(), milliseconds(120'000)));
+  // Nothing lost, nothing doubled.
+  EXPECT_TRUE(sink.wait_stat("recipients", 3000)) << sink.stats();
+  size_t delivered = 0;
+  for (const auto& [r, evs] : e.events.all()) {
+    delivered += evs.back().type == EventType::kDelivered ? 1 : 0;
+  }
+  EXPECT_EQ(delivered, rcpts.size());
+  // The limit came down to what the server accepts, and stayed there.
+  std::string list = e.engine->control("list busy.test");
+  auto limits = json_ints(list, "max_connections");
+  ASSERT_EQ(limits.size(), 1u) << list;
+  EXPECT_LE(limits[0], 3) << list;
+  EXPECT_GE(limits[0], 1);
+}
+
+TEST(Shaping, DeferredFirstAttemptsRetryOnTheSchedule) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({"--defer-first-attempt"})) << sink.error();
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(sink.port()) +
+                          "[delivery]\nbackoff = \"0s\"\n"
+                          "[retry]\nschedule = [\"1m\", \"5m\"]\njitter_percent = 0\n",
+                      &clock)
+                  .ok());
+  std::vector<std::string> rcpts;
+  for (int i = 0; i < 50; ++i) {
+    rcpts.push_back("u" + std::to_string(i) + "@retry.test");
+  }
+  ASSERT_EQ(e.engine->submit(batch_of("r1", rcpts)).accepted, 50u);
+  ASSERT_TRUE(e.events.wait_deferred(50));
+  for (const auto& r : rcpts) {
+    auto ev = e.events.events(r);
+    ASSERT_EQ(ev.size(), 1u);
+    EXPECT_EQ(ev[0].type, EventType::kDeferred);
+    EXPECT_EQ(ev[0].attempt, 1u);
+    EXPECT_NE(ev[0].json.find("\"class\":\"rate_limited\""), std::string::npos) << ev[0].json;
+  }
+  // One second before the schedule says: nothing moves.
+  uint64_t txns = e.engine->stats().transactions;
+  clock.advance(std::chrono::seconds(59));
+  e.engine->wake_for_test();
+  barrier(*e.engine);
+  EXPECT_EQ(e.engine->stats().transactions, txns);
+  EXPECT_EQ(e.events.finals(), 0u);
+  // At the minute: the retry happens and delivers every one.
+  clock.advance(std::chrono::seconds(1));
+  e.engine->wake_for_test();
+  ASSERT_TRUE(e.events.wait_finals(50));
+  for (const auto& r : rcpts) {
+    auto ev = e.events.events(r);
+    ASSERT_EQ(ev.size(), 2u);
+    EXPECT_EQ(ev[1].type, EventType::kDelivered);
+    EXPECT_EQ(ev[1].attempt, 2u);
+    // Event time (the engine's clock) is a minute after the first attempt.
+    EXPECT_NE(ev[1].json.find("T00:01:00"), std::string::npos) << ev[1].json;
+  }
+  EXPECT_TRUE(sink.wait_stat("recipients", 50));
+}
+
+TEST(Shaping, MessageRateIsRespected) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  EmbeddedEngine e;
+  ASSERT_TRUE(
+      e.start(route_to(sink.port()) + "[delivery]\nmsg_rate = \"50/s\"\nmax_rcpts_per_txn = 1\n")
+          .ok());
+  const int n = 250;
+  std::vector<std::string> rcpts;
+  for (int i = 0; i < n; ++i) {
+    rcpts.push_back("x" + std::to_string(i) + "@rate.test");
+  }
+  auto t0 = Clock::now();
+  ASSERT_EQ(e.engine->submit(batch_of("rate", rcpts)).accepted, static_cast<uint32_t>(n));
+  ASSERT_TRUE(e.events.wait_finals(n, milliseconds(60'000)));
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  // 50/s with a burst of 5: 250 messages need at least (250 - 5) / 50 s.
+  double rate = (n - 5) / secs;
+  EXPECT_LE(rate, 50 * 1.05) << "took " << secs << " s";
+  EXPECT_GE(rate, 50 * 0.7) << "took " << secs << " s (far slower than the limit)";
+}
+
+TEST(Shaping, ExpiryBouncesWithItsClassAndDsnIsAValidReport) {
+  SinkProcess sink;
+  TempDir dumps;
+  ASSERT_TRUE(sink.start({"--dump-dir", dumps.path()})) << sink.error();
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(sink.port()) +
+                          "[delivery]\nbackoff = \"0s\"\n"
+                          "[retry]\nschedule = [\"1m\"]\nmax_age = \"3m\"\njitter_percent = 0\n"
+                          "[bounces]\ndsn = true\ndsn_delay = \"5m\"\n",
+                      &clock)
+                  .ok());
+  ASSERT_EQ(e.engine
+                ->submit(batch_of("exp", {"reject@a.test", "defer@a.test", "ok@a.test"},
+                                  "owner@sender.test"))
+                .accepted,
+            3u);
+  ASSERT_TRUE(e.events.wait_finals(2));
+  auto rej = e.events.events("reject@a.test");
+  ASSERT_EQ(rej.size(), 1u);
+  EXPECT_NE(rej[0].json.find("\"class\":\"invalid_recipient\""), std::string::npos) << rej[0].json;
+  // Past max_age the deferred one bounces as expired.
+  clock.advance(std::chrono::minutes(4));
+  e.engine->wake_for_test();
+  ASSERT_TRUE(e.events.wait_finals(3));
+  auto def = e.events.events("defer@a.test");
+  ASSERT_FALSE(def.empty());
+  EXPECT_EQ(def.back().type, EventType::kBounced);
+  EXPECT_NE(def.back().json.find("\"class\":\"expired\""), std::string::npos) << def.back().json;
+  // One report for both bounces goes to the sender dsn_delay after the
+  // first, from the null reverse-path, and is itself delivered.
+  clock.advance(std::chrono::seconds(61));
+  e.engine->wake_for_test();
+  ASSERT_TRUE(e.events.wait_finals(4));
+  auto dsn_ev = e.events.events("owner@sender.test");
+  ASSERT_EQ(dsn_ev.size(), 1u);
+  EXPECT_EQ(dsn_ev[0].type, EventType::kDelivered);
+  // Find the dumped report and check it with Python's email parser.
+  std::string report;
+  ASSERT_TRUE(eventually([&] {
+    DIR* d = ::opendir(dumps.path().c_str());
+    if (d == nullptr) {
+      return false;
+    }
+    while (dirent* ent = ::readdir(d)) {
+      std::string name = ent->d_name;
+      if (name.ends_with(".eml")) {
+        std::string body = read_file(dumps.file(name)).value_or("");
+        if (body.find("multipart/report") != std::string::npos) {
+          report = dumps.file(name);
+        }
+      }
+    }
+    ::closedir(d);
+    return !report.empty();
+  }));
+  std::string script = dumps.file("check.py");
+  std::ofstream(script) << R"PY(
+import email, sys
+raw = open(sys.argv[1], 'rb').read()
+# The sink prepends envelope lines; the message starts after them.
+while raw.startswith(b'X-Sink-'):
+    raw = raw.split(b'\n', 1)[1]
+m = email.message_from_bytes(raw)
+assert m.get_content_type() == 'multipart/report', m.get_content_type()
+assert m.get_param('report-type') == 'delivery-status'
+parts = m.get_payload()
+assert [p.get_content_type() for p in parts] == ['text/plain', 'message/delivery-status', 'text/rfc822-headers'], [p.get_content_type() for p in parts]
+status = parts[1].get_payload()
+# message/delivery-status: per-message fields, then one block per recipient.
+fields = [dict(b.items()) for b in status]
+assert fields[0]['Reporting-MTA'].startswith('dns;'), fields[0]
+rcpts = {f['Final-Recipient'].split(';')[1].strip(): f for f in fields[1:]}
+assert set(rcpts) == {'reject@a.test', 'defer@a.test'}, rcpts
+assert rcpts['reject@a.test']['Status'] == '5.1.1'
+assert rcpts['reject@a.test']['Action'] == 'failed'
+assert rcpts['defer@a.test']['Status'] == '5.4.7'
+assert 'Subject: exp' in parts[2].get_payload()
+print('ok')
+)PY";
+  Child py;
+  ASSERT_TRUE(py.start({"/usr/bin/python3", script, report}, dumps.path(), "check"));
+  EXPECT_EQ(py.wait(), 0) << py.out() << py.err();
+  // A null-sender report that bounces never causes another report.
+  EXPECT_EQ(e.events.all().size(), 4u);
+}
+
+TEST(Shaping, MemoryBudgetRefusesWithTryLaterAndLosesNothing) {
+  uint16_t port = free_port();  // nothing listens yet: the destination is stalled
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(port) + "[delivery]\nbackoff = \"30s\"\n"
+                                       "[retry]\nschedule = [\"1m\"]\njitter_percent = 0\n"
+                                       "[limits]\nmax_queued_recipients = 5000\n",
+                      &clock)
+                  .ok());
+  auto rss_kb = [] {
+    std::string s = read_file("/proc/self/status").value_or("");
+    size_t p = s.find("VmRSS:");
+    return p == std::string::npos ? 0L : std::stol(s.substr(p + 6));
+  };
+  long rss0 = rss_kb();
+  size_t accepted = 0, try_later = 0;
+  std::vector<std::string> accepted_rcpts;
+  for (int b = 0; b < 400; ++b) {  // 40,000 recipients offered, 5,000 allowed
+    std::vector<std::string> rcpts;
+    for (int i = 0; i < 100; ++i) {
+      rcpts.push_back("m" + std::to_string(b * 100 + i) + "@stalled.test");
+    }
+    proto::Ack ack = e.engine->submit(batch_of("mb" + std::to_string(b), rcpts));
+    if (ack.status == proto::AckStatus::kTryLater) {
+      ++try_later;
+      EXPECT_EQ(ack.accepted, 0u);
+      EXPECT_NE(ack.reason.find("try later"), std::string::npos) << ack.reason;
+    } else {
+      ASSERT_EQ(ack.status, proto::AckStatus::kAccepted);
+      accepted += ack.accepted;
+      accepted_rcpts.insert(accepted_rcpts.end(), rcpts.begin(), rcpts.end());
+    }
+  }
+  EXPECT_EQ(accepted, 5000u);
+  EXPECT_EQ(try_later, 350u);
+  EXPECT_LE(e.engine->stats().unfinished, 5000u);
+  EXPECT_LT(rss_kb() - rss0, 64 * 1024) << "RSS grew by more than 64 MiB";
+  // The receiver comes back: every accepted recipient is delivered.
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({"--listen", "127.0.0.1:" + std::to_string(port)})) << sink.error();
+  for (int i = 0; i < 10 && e.events.finals() < accepted; ++i) {
+    clock.advance(std::chrono::seconds(61));
+    e.engine->wake_for_test();
+    e.events.wait_finals(accepted, milliseconds(3'000));
+  }
+  ASSERT_TRUE(e.events.wait_finals(accepted));
+  for (const auto& r : accepted_rcpts) {
+    auto ev = e.events.events(r);
+    ASSERT_FALSE(ev.empty()) << r;
+    EXPECT_EQ(ev.back().type, EventType::kDelivered) << r;
+  }
+  EXPECT_TRUE(sink.wait_stat("recipients", static_cast<double>(accepted)));
+  // And there is room again.
+  EXPECT_EQ(e.engine->submit(batch_of("after", {"late@stalled.test"})).status,
+            proto::AckStatus::kAccepted);
+}
+
+TEST(Shaping, OperatorPauseFlushDrop) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(sink.port()) + "[retry]\nschedule = [\"1h\"]\n", &clock).ok());
+  EXPECT_NE(e.engine->control("pause *.paused.test").find("\"ok\":true"), std::string::npos);
+  ASSERT_EQ(e.engine->submit(batch_of("p1", {"a@x.paused.test", "b@y.paused.test"})).accepted, 2u);
+  ASSERT_EQ(e.engine->submit(batch_of("p2", {"c@x.paused.test", "d@free.test"})).accepted, 2u);
+  ASSERT_TRUE(e.events.wait_finals(1));  // d@free.test is not paused
+  barrier(*e.engine);
+  std::string list = e.engine->control("list *.paused.test");
+  EXPECT_NE(list.find("\"paused\":true"), std::string::npos) << list;
+  auto queued = json_ints(list, "queued");
+  long total = 0;
+  for (long q : queued) {
+    total += q;
+  }
+  EXPECT_EQ(total, 3);
+  // Drop batch p1 while it waits: two dropped events, nothing sent.
+  std::string drop = e.engine->control("drop-batch p1");
+  EXPECT_NE(drop.find("\"recipients\":2"), std::string::npos) << drop;
+  ASSERT_TRUE(e.events.wait_finals(3));
+  EXPECT_EQ(e.events.events("a@x.paused.test").back().type, EventType::kDropped);
+  // Resume: the rest goes.
+  EXPECT_NE(e.engine->control("resume *.paused.test").find("\"destinations\":2"),
+            std::string::npos);
+  ASSERT_TRUE(e.events.wait_finals(4));
+  EXPECT_EQ(e.events.events("c@x.paused.test").back().type, EventType::kDelivered);
+  EXPECT_TRUE(sink.wait_stat("recipients", 2));
+  EXPECT_NE(e.engine->control("bogus").find("\"ok\":false"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ringmail::testing

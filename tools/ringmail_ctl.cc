@@ -1,0 +1,70 @@
+// ringmail-ctl — queue control for a running ringmaild, over its socket.
+//
+//   ringmail-ctl [--socket PATH] list [DOMAIN-PATTERN]
+//   ringmail-ctl [--socket PATH] pause DOMAIN-PATTERN
+//   ringmail-ctl [--socket PATH] resume DOMAIN-PATTERN
+//   ringmail-ctl [--socket PATH] flush DOMAIN-PATTERN
+//   ringmail-ctl [--socket PATH] drop-batch BATCH-ID
+//   ringmail-ctl [--socket PATH] stats
+//
+// Patterns: an exact domain, "*.example.com" for subdomains, or "*". Prints
+// the daemon's JSON reply; exit status 0 when it says ok, 1 when not, 2 on
+// usage or connection errors.
+#include <cstdio>
+#include <string>
+
+#include "tools/batch_client.h"
+
+int main(int argc, char** argv) {
+  std::string socket = "ringmail.sock";
+  std::string line;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--socket" && i + 1 < argc) {
+      socket = argv[++i];
+    } else if (a == "--help" || a == "-h") {
+      std::printf(
+          "usage: ringmail-ctl [--socket PATH] COMMAND [ARG]\n"
+          "  list [PATTERN]        destinations with queued, in-flight and deferred counts,\n"
+          "                        connections, pause and backoff state\n"
+          "  pause PATTERN         stop delivering to matching domains (mail waits)\n"
+          "  resume PATTERN        deliver again\n"
+          "  flush PATTERN         retry every deferred recipient of matching domains now\n"
+          "  drop-batch ID         remove a batch's queued recipients (dropped events)\n"
+          "  stats                 totals\n"
+          "PATTERN: example.com, *.example.com or *\n");
+      return 0;
+    } else {
+      line += line.empty() ? a : " " + a;
+    }
+  }
+  if (line.empty()) {
+    std::fprintf(stderr, "ringmail-ctl: no command (try --help)\n");
+    return 2;
+  }
+  auto client = ringmail::tools::BatchClient::connect(socket, "ringmail-ctl");
+  if (!client.ok()) {
+    std::fprintf(stderr, "ringmail-ctl: %s\n", client.error().message.c_str());
+    return 2;
+  }
+  client->queue_frame(ringmail::proto::FrameType::kControl, line);
+  for (;;) {
+    auto f = client->next(30'000);
+    if (!f.ok()) {
+      std::fprintf(stderr, "ringmail-ctl: %s\n", f.error().message.c_str());
+      return 2;
+    }
+    if (!*f) {
+      std::fprintf(stderr, "ringmail-ctl: no reply within 30 s\n");
+      return 2;
+    }
+    if ((*f)->type == ringmail::proto::FrameType::kError) {
+      std::fprintf(stderr, "ringmail-ctl: %s\n", (*f)->payload.c_str());
+      return 2;
+    }
+    if ((*f)->type == ringmail::proto::FrameType::kControlReply) {
+      std::printf("%s\n", (*f)->payload.c_str());
+      return (*f)->payload.find("\"ok\":true") != std::string::npos ? 0 : 1;
+    }
+  }
+}
