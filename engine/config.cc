@@ -49,6 +49,7 @@ chunking = true
 msg_rate = ""              # per source and destination, e.g. "100/s"; "" = unlimited
 connect_rate = ""          # new connections per source and destination
 backoff = "5m"             # how long a throttled destination backs off
+tls = "opportunistic"      # none | opportunistic | required | verify
 
 [delivery.timeouts]
 connect = "30s"
@@ -94,7 +95,54 @@ dsn_delay = "30s"
 [limits]
 max_queued_recipients = 10000000
 max_queued_bytes = "2GiB"
+
+[tls]
+ca_file = "/etc/ssl/certs/ca-certificates.crt"
+min_version = "1.2"
+handshake_timeout = "30s"
+session_resumption = true
+
+[submission]
+# No listeners by default; add [[submission.listeners]] tables.
+hostname = ""
+credentials_file = ""
+trusted_networks = []
+max_message_bytes = "32MiB"
+max_recipients = 1000
+max_line = 2048
+max_commands = 10000
+max_errors = 20
+idle_timeout = "300s"
+max_sessions = 1000
+max_sessions_per_ip = 20
+auth_fail_limit = 5
+auth_fail_window = "60s"
+
+[suppression]
+enabled = true
+invalid_ttl = "30d"
+unsubscribe_ttl = "0s"     # 0s: until an operator removes it
+file = ""
 )";
+
+bool valid_cidr(const std::string& text) {
+  size_t slash = text.find('/');
+  std::string ip = text.substr(0, slash);
+  unsigned char buf[16];
+  int bits = 32;
+  if (inet_pton(AF_INET, ip.c_str(), buf) != 1) {
+    if (inet_pton(AF_INET6, ip.c_str(), buf) != 1) {
+      return false;
+    }
+    bits = 128;
+  }
+  if (slash == std::string::npos) {
+    return true;
+  }
+  int len = -1;
+  auto [p, ec] = std::from_chars(text.data() + slash + 1, text.data() + text.size(), len);
+  return ec == std::errc() && p == text.data() + text.size() && len >= 0 && len <= bits;
+}
 
 /// Reads one TOML table, remembering which keys were used so unknown ones
 /// can be reported by their full name.
@@ -366,6 +414,22 @@ Result<void> read_timeouts(Section& s, SmtpTimeouts* t) {
   return s.finish();
 }
 
+std::optional<TlsPolicy> parse_tls_policy(std::string_view s) {
+  if (s == "none") {
+    return TlsPolicy::kNone;
+  }
+  if (s == "opportunistic") {
+    return TlsPolicy::kOpportunistic;
+  }
+  if (s == "required") {
+    return TlsPolicy::kRequired;
+  }
+  if (s == "verify") {
+    return TlsPolicy::kVerify;
+  }
+  return std::nullopt;
+}
+
 Result<void> read_delivery(Section& s, DeliveryConfig* d) {
   RM_TRY(s.str("ehlo_name", &d->ehlo_name));
   RM_TRY(s.integer("port", &d->port, 1, 65535));
@@ -382,6 +446,15 @@ Result<void> read_delivery(Section& s, DeliveryConfig* d) {
   RM_TRY(s.rate("msg_rate", &d->msg_rate));
   RM_TRY(s.rate("connect_rate", &d->connect_rate));
   RM_TRY(s.duration("backoff", &d->backoff, Millis(0), Millis(86'400'000)));
+  std::string tls;
+  RM_TRY(s.str("tls", &tls));
+  if (!tls.empty()) {
+    auto p = parse_tls_policy(tls);
+    if (!p) {
+      return s.bad("tls", "must be one of none, opportunistic, required, verify");
+    }
+    d->tls = *p;
+  }
   RM_TRY(s.boolean("pipelining", &d->pipelining));
   RM_TRY(s.boolean("chunking", &d->chunking));
   auto t = s.sub("timeouts");
@@ -543,6 +616,42 @@ Result<void> read_shaping(Section& root, Config* c) {
       RM_TRY(s.durations("retry_schedule", &v));
       r.retry_schedule = std::move(v);
     }
+    if (s.has("tls")) {
+      std::string v;
+      RM_TRY(s.str("tls", &v));
+      auto p = parse_tls_policy(v);
+      if (!p) {
+        return s.bad("tls", "must be one of none, opportunistic, required, verify");
+      }
+      r.tls = *p;
+    }
+    auto opt_bool = [&](std::string_view key, std::optional<bool>* out) -> Result<void> {
+      if (!s.has(key)) {
+        s.get(key);
+        return ok_result();
+      }
+      bool v = false;
+      RM_TRY(s.boolean(key, &v));
+      *out = v;
+      return ok_result();
+    };
+    auto opt_str = [&](std::string_view key, std::optional<std::string>* out) -> Result<void> {
+      if (!s.has(key)) {
+        s.get(key);
+        return ok_result();
+      }
+      std::string v;
+      RM_TRY(s.str(key, &v));
+      *out = v;
+      return ok_result();
+    };
+    RM_TRY(opt_bool("implicit_tls", &r.implicit_tls));
+    RM_TRY(opt_str("auth_user", &r.auth_user));
+    RM_TRY(opt_str("auth_password", &r.auth_password));
+    RM_TRY(opt_bool("auth_plaintext", &r.auth_plaintext));
+    if (r.auth_user.has_value() != r.auth_password.has_value()) {
+      return s.bad("auth_user", "auth_user and auth_password go together");
+    }
     RM_TRY(s.finish());
     c->shaping.push_back(std::move(r));
   }
@@ -682,6 +791,132 @@ Result<void> read_egress(Section& root, Config* c) {
   return ok_result();
 }
 
+Result<void> read_tls(Section& s, TlsConfig* t) {
+  RM_TRY(s.str("ca_file", &t->ca_file));
+  RM_TRY(s.str("min_version", &t->min_version));
+  if (t->min_version != "1.2" && t->min_version != "1.3") {
+    return s.bad("min_version", "must be \"1.2\" or \"1.3\"");
+  }
+  RM_TRY(s.duration("handshake_timeout", &t->handshake_timeout, Millis(100), Millis(600'000)));
+  RM_TRY(s.boolean("session_resumption", &t->session_resumption));
+  return s.finish();
+}
+
+Result<void> read_submission(Section& s, SubmissionConfig* c) {
+  RM_TRY(s.str("hostname", &c->hostname));
+  RM_TRY(s.str("credentials_file", &c->credentials_file));
+  const toml::node* n = s.get("trusted_networks");
+  if (n != nullptr) {
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) {
+      return s.bad("trusted_networks", "must be an array of CIDR strings");
+    }
+    for (const auto& item : *arr) {
+      auto v = item.value<std::string>();
+      if (!v || !valid_cidr(*v)) {
+        return s.bad("trusted_networks", "must contain CIDRs such as \"127.0.0.0/8\"");
+      }
+      c->trusted_networks.push_back(*v);
+    }
+  }
+  RM_TRY(s.bytes("max_message_bytes", &c->max_message_bytes, 1024, 1ull << 30));
+  RM_TRY(s.integer("max_recipients", &c->max_recipients, 100, 100'000));
+  RM_TRY(s.integer("max_line", &c->max_line, 512, 65'536));
+  RM_TRY(s.integer("max_commands", &c->max_commands, 10, 10'000'000));
+  RM_TRY(s.integer("max_errors", &c->max_errors, 1, 10'000));
+  RM_TRY(s.duration("idle_timeout", &c->idle_timeout, Millis(100), Millis(3'600'000)));
+  RM_TRY(s.integer("max_sessions", &c->max_sessions, 1, 1'000'000));
+  RM_TRY(s.integer("max_sessions_per_ip", &c->max_sessions_per_ip, 1, 1'000'000));
+  RM_TRY(s.integer("auth_fail_limit", &c->auth_fail_limit, 1, 10'000));
+  RM_TRY(s.duration("auth_fail_window", &c->auth_fail_window, Millis(1'000), Millis(86'400'000)));
+  auto listeners = s.tables("listeners");
+  RM_TRY(listeners);
+  for (Section& l : *listeners) {
+    SubmissionListener sl;
+    RM_TRY(l.str("listen", &sl.listen));
+    auto ep = parse_endpoint(sl.listen, 587);
+    if (sl.listen.empty() || !ep.ok() || ep->kind != Endpoint::Kind::kAddress) {
+      return l.bad("listen", "must be an address with a port such as \"127.0.0.1:587\"");
+    }
+    sl.addr = ep->addr;
+    sl.addr_len = ep->addr_len;
+    std::string tls = "starttls";
+    RM_TRY(l.str("tls", &tls));
+    if (tls == "starttls") {
+      sl.tls = SubmissionListener::Tls::kStartTls;
+    } else if (tls == "implicit") {
+      sl.tls = SubmissionListener::Tls::kImplicit;
+    } else if (tls == "none") {
+      sl.tls = SubmissionListener::Tls::kNone;
+    } else {
+      return l.bad("tls", "must be one of starttls, implicit, none");
+    }
+    RM_TRY(l.str("cert_file", &sl.cert_file));
+    RM_TRY(l.str("key_file", &sl.key_file));
+    if (sl.tls != SubmissionListener::Tls::kNone && (sl.cert_file.empty() || sl.key_file.empty())) {
+      return l.bad("cert_file", "cert_file and key_file are required with tls = \"" + tls + "\"");
+    }
+    RM_TRY(l.finish());
+    c->listeners.push_back(std::move(sl));
+  }
+  return s.finish();
+}
+
+Result<void> read_dkim(Section& root, Config* c) {
+  auto keys = root.tables("dkim");
+  RM_TRY(keys);
+  for (Section& s : *keys) {
+    DkimKey k;
+    RM_TRY(s.str("domain", &k.domain));
+    if (k.domain.empty() || !proto::validate_domain(k.domain).ok()) {
+      return s.bad("domain", "must be the signing domain (d=)");
+    }
+    k.domain = proto::normalize_domain(k.domain);
+    RM_TRY(s.str("selector", &k.selector));
+    if (k.selector.empty() || !proto::validate_domain(k.selector).ok()) {
+      return s.bad("selector", "must be a DNS label sequence (s=)");
+    }
+    RM_TRY(s.str("key_file", &k.key_file));
+    if (k.key_file.empty()) {
+      return s.bad("key_file", "is required (a PEM RSA or Ed25519 private key)");
+    }
+    RM_TRY(s.str("canonicalization", &k.canonicalization));
+    if (k.canonicalization != "relaxed/relaxed" && k.canonicalization != "relaxed/simple" &&
+        k.canonicalization != "simple/simple" && k.canonicalization != "simple/relaxed") {
+      return s.bad("canonicalization", "must be relaxed/relaxed, relaxed/simple, simple/simple "
+                                       "or simple/relaxed");
+    }
+    const toml::node* n = s.get("headers");
+    if (n != nullptr) {
+      const toml::array* arr = n->as_array();
+      if (arr == nullptr) {
+        return s.bad("headers", "must be an array of header field names");
+      }
+      for (const auto& item : *arr) {
+        auto v = item.value<std::string>();
+        if (!v || v->empty()) {
+          return s.bad("headers", "must contain header field names");
+        }
+        k.headers.push_back(*v);
+      }
+    }
+    RM_TRY(s.duration("expire", &k.expire, Millis(0), Millis(365LL * 86'400'000)));
+    RM_TRY(s.boolean("body_length", &k.body_length));
+    RM_TRY(s.finish());
+    c->dkim.push_back(std::move(k));
+  }
+  return ok_result();
+}
+
+Result<void> read_suppression(Section& s, SuppressionConfig* c) {
+  RM_TRY(s.boolean("enabled", &c->enabled));
+  RM_TRY(s.duration("invalid_ttl", &c->invalid_ttl, Millis(0), Millis(3650LL * 86'400'000)));
+  RM_TRY(s.duration("unsubscribe_ttl", &c->unsubscribe_ttl, Millis(0),
+                    Millis(3650LL * 86'400'000)));
+  RM_TRY(s.str("file", &c->file));
+  return s.finish();
+}
+
 Result<Config> read_root(const toml::table& root) {
   Config c;
   Section s(&root, "");
@@ -731,6 +966,19 @@ Result<Config> read_root(const toml::table& root) {
       c.delivery.ehlo_name = "localhost";
     }
   }
+  auto tls = s.sub("tls");
+  RM_TRY(tls);
+  RM_TRY(read_tls(*tls, &c.tls));
+  auto submission = s.sub("submission");
+  RM_TRY(submission);
+  RM_TRY(read_submission(*submission, &c.submission));
+  if (c.submission.hostname.empty()) {
+    c.submission.hostname = c.delivery.ehlo_name;
+  }
+  auto suppression = s.sub("suppression");
+  RM_TRY(suppression);
+  RM_TRY(read_suppression(*suppression, &c.suppression));
+  RM_TRY(read_dkim(s, &c));
   RM_TRY(read_shaping(s, &c));
   RM_TRY(read_egress(s, &c));
   RM_TRY(s.finish());
@@ -873,7 +1121,13 @@ Shaping Config::shaping_for(std::string_view domain) const {
       best_rank = rank;
     }
   }
+  s.tls = delivery.tls;
   if (best != nullptr) {
+    s.tls = best->tls.value_or(s.tls);
+    s.implicit_tls = best->implicit_tls.value_or(false);
+    s.auth_user = best->auth_user.value_or("");
+    s.auth_password = best->auth_password.value_or("");
+    s.auth_plaintext = best->auth_plaintext.value_or(false);
     s.max_connections = best->max_connections.value_or(s.max_connections);
     s.max_msgs_per_conn = best->max_msgs_per_conn.value_or(s.max_msgs_per_conn);
     s.max_rcpts_per_txn = best->max_rcpts_per_txn.value_or(s.max_rcpts_per_txn);

@@ -92,6 +92,13 @@ struct Rate {
 };
 Result<Rate> parse_rate(std::string_view text);
 
+/// Per-destination TLS policy (RFC 7435 terms): none; opportunistic (try
+/// STARTTLS when offered, plaintext on a new connection when the handshake
+/// fails); required (defer without TLS); verify (required, and the
+/// certificate chain and host name must check against tls.ca_file).
+enum class TlsPolicy : uint8_t { kNone, kOpportunistic, kRequired, kVerify };
+std::string_view tls_policy_name(TlsPolicy p);
+
 /// The limits of one destination (a recipient domain, per egress source).
 struct Shaping {
   uint32_t max_connections = 10;
@@ -102,6 +109,11 @@ struct Shaping {
   Millis backoff{300'000};
   std::vector<Millis> retry_schedule;
   Millis max_age{0};
+  TlsPolicy tls = TlsPolicy::kOpportunistic;
+  bool implicit_tls = false;  // TLS from the first byte (port 465 style smart hosts)
+  std::string auth_user;      // AUTH to a smart host when set
+  std::string auth_password;
+  bool auth_plaintext = false;  // allow AUTH without TLS (only if explicitly set)
 };
 
 /// A [[shaping]] table: overrides for domains matching `match` ("example.com",
@@ -112,6 +124,10 @@ struct ShapingRule {
   std::optional<Rate> msg_rate, connect_rate;
   std::optional<Millis> backoff, max_age;
   std::optional<std::vector<Millis>> retry_schedule;
+  std::optional<TlsPolicy> tls;
+  std::optional<bool> implicit_tls;
+  std::optional<std::string> auth_user, auth_password;
+  std::optional<bool> auth_plaintext;
 };
 
 struct SourceConfig {
@@ -143,6 +159,59 @@ struct EgressConfig {
   std::optional<uint32_t> pool_for(std::string_view option, std::string_view sender_domain) const;
 };
 
+struct TlsConfig {
+  std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";  // for TlsPolicy::kVerify
+  std::string min_version = "1.2";                              // "1.2" or "1.3"
+  Millis handshake_timeout{30'000};
+  bool session_resumption = true;  // per destination (client side)
+};
+
+/// One submission listener (RFC 6409 / RFC 8314).
+struct SubmissionListener {
+  std::string listen;  // "ip:port"
+  enum class Tls : uint8_t { kStartTls, kImplicit, kNone } tls = Tls::kStartTls;
+  std::string cert_file;
+  std::string key_file;
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+};
+
+struct SubmissionConfig {
+  std::vector<SubmissionListener> listeners;
+  std::string hostname;           // greeting name; default delivery.ehlo_name
+  std::string credentials_file;   // "user:iterations:salt-hex:hash-hex" lines, PBKDF2-SHA256
+  std::vector<std::string> trusted_networks;  // CIDRs that may relay without AUTH
+  uint64_t max_message_bytes = 32u << 20;
+  uint32_t max_recipients = 1000;
+  uint32_t max_line = 2048;
+  uint32_t max_commands = 10'000;
+  uint32_t max_errors = 20;
+  Millis idle_timeout{300'000};
+  uint32_t max_sessions = 1000;
+  uint32_t max_sessions_per_ip = 20;
+  uint32_t auth_fail_limit = 5;  // failed AUTH per client address per window
+  Millis auth_fail_window{60'000};
+};
+
+/// A DKIM signing key (RFC 6376, RFC 8463). Several entries for one domain
+/// put several signatures on a message (e.g. rsa-sha256 and ed25519-sha256).
+struct DkimKey {
+  std::string domain;    // d=, lower-case; messages whose From domain is this are signed
+  std::string selector;  // s=
+  std::string key_file;  // PEM: RSA (1024-4096 bits) or Ed25519 private key
+  std::string canonicalization = "relaxed/relaxed";  // header/body: relaxed or simple
+  std::vector<std::string> headers;  // signed header fields; empty = the default list
+  Millis expire{0};                  // x= after signing; 0 = none
+  bool body_length = false;          // l= (never by default)
+};
+
+struct SuppressionConfig {
+  bool enabled = true;
+  Millis invalid_ttl{30LL * 86'400'000};  // how long a 5.1.x bounce suppresses an address
+  Millis unsubscribe_ttl{0};              // 0 = until removed by an operator
+  std::string file;  // where the list persists across restarts; empty = memory only
+};
+
 struct BouncesConfig {
   bool dsn = false;          // send RFC 3464 reports to envelope senders
   Millis dsn_delay{30'000};  // collect a message's bounces this long into one report
@@ -162,6 +231,7 @@ struct DeliveryConfig {
   Rate msg_rate;
   Rate connect_rate;
   Millis backoff{300'000};
+  TlsPolicy tls = TlsPolicy::kOpportunistic;
   uint32_t max_pipelined_txns = 4;
   bool pipelining = true;
   bool chunking = true;
@@ -213,6 +283,10 @@ struct Config {
   RetryConfig retry;
   BouncesConfig bounces;
   LimitsConfig limits;
+  TlsConfig tls;
+  SubmissionConfig submission;
+  std::vector<DkimKey> dkim;
+  SuppressionConfig suppression;
   std::string log_level = "info";
 
   /// The limits for `domain` (lower-case): [delivery] and [retry] defaults,
