@@ -403,9 +403,10 @@ void DeliverySession::finish_done_txns() {
 
 bool DeliverySession::local_checks(Txn& t) {
   const Message& m = *t.t.msg;
-  if (caps_.size_advertised && caps_.size_limit != 0 && m.size() > caps_.size_limit) {
+  const uint64_t size = m.wire_size(t.t.vars);
+  if (caps_.size_advertised && caps_.size_limit != 0 && size > caps_.size_limit) {
     proto::Reply r = proto::make_reply(
-        552, "5.3.4 message size " + std::to_string(m.size()) + " exceeds the limit of " +
+        552, "5.3.4 message size " + std::to_string(size) + " exceeds the limit of " +
                  std::to_string(caps_.size_limit) + " bytes announced by the server");
     decide_all(t, Disposition::kBounced, Stage::kLocal, r, false);
   } else if (!caps_.smtputf8) {
@@ -491,9 +492,9 @@ void DeliverySession::pump() {
       }
     }
     if (t.use_bdat) {
-      proto::append_bdat(out_.cmd(), t.t.msg->size(), true);
+      proto::append_bdat(out_.cmd(), t.t.msg->wire_size(t.t.vars), true);
       out_.commit();
-      out_.add_external(t.t.msg->bdat_body(), t.t.msg);
+      t.t.msg->append_wire(out_, /*stuffed=*/false, t.t.msg, t.t.vars);
       t.body_sent = true;
       t.step = Step::kAwaitFinal;
       ++t.outstanding;
@@ -538,7 +539,7 @@ bool DeliverySession::start_txn(Txn& t) {
   const Message& m = *t.t.msg;
   proto::MailParams p;
   if (caps_.size_advertised) {
-    p.size = m.size();
+    p.size = m.wire_size(t.t.vars);
   }
   if (m.eight_bit() && caps_.eightbitmime) {
     p.body = proto::BodyType::k8BitMime;
@@ -563,7 +564,7 @@ bool DeliverySession::start_txn(Txn& t) {
 
 void DeliverySession::send_body(Txn& t) {
   if (!t.mail_failed && t.accepted > 0) {
-    out_.add_external(t.t.msg->data_body(), t.t.msg);
+    t.t.msg->append_wire(out_, /*stuffed=*/true, t.t.msg, t.t.vars);
   }
   // With no accepted recipient (a server that says 354 anyway) an empty
   // message ends the DATA phase; nobody's outcome depends on it.

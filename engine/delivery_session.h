@@ -81,7 +81,8 @@ struct Outcome {
 struct SessionTxn {
   MessageRef msg;
   std::vector<std::string_view> rcpts;  // storage owned by the scheduler
-  uint64_t cookie = 0;                  // the scheduler's handle
+  std::string_view vars;  // personalisation values (one-recipient transactions), or empty
+  uint64_t cookie = 0;    // the scheduler's handle
 };
 
 class SessionObserver {

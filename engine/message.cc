@@ -1,5 +1,7 @@
 #include "engine/message.h"
 
+#include "engine/out_buffer.h"
+
 namespace ringmail::engine {
 
 RefPtr<Message> Message::create(MessageInit init) {
@@ -26,6 +28,13 @@ RefPtr<Message> Message::create(MessageInit init) {
   }
   return RefPtr<Message>(m);
 }
+
+void Message::append_wire(OutBuffer& out, bool stuffed, const RefPtr<Message>& self,
+                          std::string_view /*vars*/) const {
+  out.add_external(stuffed ? data_body() : bdat_body(), self);
+}
+
+uint64_t Message::wire_size(std::string_view /*vars*/) const { return size(); }
 
 size_t Message::footprint() const {
   return sizeof(Message) + normalized_.capacity() + stuffed_.capacity() + batch_id_.capacity() +

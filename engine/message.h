@@ -25,6 +25,10 @@
 #include "proto/message_body.h"
 
 namespace ringmail::engine {
+class OutBuffer;
+}
+
+namespace ringmail::engine {
 
 template <class T>
 class RefPtr {
@@ -89,6 +93,15 @@ class Message {
   /// Size announced with SIZE= (RFC 1870: the message as transmitted, which
   /// is the normalised form).
   uint64_t size() const { return normalized_.size(); }
+  /// Appends the message as it goes on the wire to `out`: the BDAT form, or
+  /// with `stuffed` the DATA form (without the final ".\r\n"). Shared bytes
+  /// are referenced in place (`self` keeps them alive); only per-recipient
+  /// parts are copied. `vars` are the recipient's personalisation values
+  /// (empty for shared messages).
+  void append_wire(OutBuffer& out, bool stuffed, const RefPtr<Message>& self,
+                   std::string_view vars) const;
+  /// The size of what append_wire(…, stuffed = false, …, vars) sends.
+  uint64_t wire_size(std::string_view vars) const;
   bool eight_bit() const { return info_.eight_bit; }
   const proto::BodyInfo& body_info() const { return info_; }
   uint64_t origin() const { return origin_; }
