@@ -96,6 +96,14 @@ dsn_delay = "30s"
 max_queued_recipients = 10000000
 max_queued_bytes = "2GiB"
 
+[spool]
+mode = "sync"              # off | async | sync (acknowledge after fsync)
+dir = "spool"              # relative to the working directory
+segment_size = "64MiB"
+async_interval = "100ms"
+group_delay = "0ms"
+compact_percent = 25
+
 [tls]
 ca_file = "/etc/ssl/certs/ca-certificates.crt"
 min_version = "1.2"
@@ -791,6 +799,29 @@ Result<void> read_egress(Section& root, Config* c) {
   return ok_result();
 }
 
+Result<void> read_spool(Section& s, SpoolConfig* c) {
+  std::string mode;
+  RM_TRY(s.str("mode", &mode));
+  if (mode == "off") {
+    c->mode = SpoolMode::kOff;
+  } else if (mode == "async") {
+    c->mode = SpoolMode::kAsync;
+  } else if (mode == "sync" || mode.empty()) {
+    c->mode = SpoolMode::kSync;
+  } else {
+    return s.bad("mode", "must be off, async or sync");
+  }
+  RM_TRY(s.str("dir", &c->dir));
+  if (c->mode != SpoolMode::kOff && c->dir.empty()) {
+    return s.bad("dir", "is required unless spool.mode = \"off\"");
+  }
+  RM_TRY(s.bytes("segment_size", &c->segment_size, 64 * 1024, 1ull << 34));
+  RM_TRY(s.duration("async_interval", &c->async_interval, Millis(1), Millis(60'000)));
+  RM_TRY(s.duration("group_delay", &c->group_delay, Millis(0), Millis(1'000)));
+  RM_TRY(s.integer("compact_percent", &c->compact_percent, 0, 100));
+  return s.finish();
+}
+
 Result<void> read_tls(Section& s, TlsConfig* t) {
   RM_TRY(s.str("ca_file", &t->ca_file));
   RM_TRY(s.str("min_version", &t->min_version));
@@ -966,6 +997,9 @@ Result<Config> read_root(const toml::table& root) {
       c.delivery.ehlo_name = "localhost";
     }
   }
+  auto spool = s.sub("spool");
+  RM_TRY(spool);
+  RM_TRY(read_spool(*spool, &c.spool));
   auto tls = s.sub("tls");
   RM_TRY(tls);
   RM_TRY(read_tls(*tls, &c.tls));

@@ -217,6 +217,22 @@ struct BouncesConfig {
   Millis dsn_delay{30'000};  // collect a message's bounces this long into one report
 };
 
+enum class SpoolMode : uint8_t {
+  kOff,    // memory only: the platform owns durability
+  kAsync,  // acknowledged once written; fsync every async_interval
+  kSync,   // acknowledged only after the fsync that covers the batch
+};
+std::string_view spool_mode_name(SpoolMode m);
+
+struct SpoolConfig {
+  SpoolMode mode = SpoolMode::kSync;
+  std::string dir = "spool";          // one sub-directory per shard
+  uint64_t segment_size = 64u << 20;  // a new segment file after this many bytes
+  Millis async_interval{100};         // fsync cadence in async mode
+  Millis group_delay{0};              // sync: wait this long to gather more into one fsync
+  uint32_t compact_percent = 25;      // rewrite an old segment's live jobs below this share
+};
+
 struct LimitsConfig {
   uint64_t max_queued_recipients = 10'000'000;
   uint64_t max_queued_bytes = 2ull << 30;  // message bodies plus per-recipient state
@@ -283,6 +299,7 @@ struct Config {
   RetryConfig retry;
   BouncesConfig bounces;
   LimitsConfig limits;
+  SpoolConfig spool;
   TlsConfig tls;
   SubmissionConfig submission;
   std::vector<DkimKey> dkim;

@@ -54,6 +54,10 @@ std::string_view stage_name(Stage s) {
       return "local";
     case Stage::kDns:
       return "dns";
+    case Stage::kTls:
+      return "tls";
+    case Stage::kAuth:
+      return "auth";
   }
   return "?";
 }
@@ -72,6 +76,8 @@ Disposition classify_reply(const proto::Reply& r, Stage stage) {
     case Stage::kHelo:
     case Stage::kRset:
     case Stage::kQuit:
+    case Stage::kTls:
+    case Stage::kAuth:
       // A server that refuses to talk is a destination problem, never a
       // verdict on the recipients.
       return Disposition::kDeferred;
@@ -99,6 +105,7 @@ DeliverySession::DeliverySession(Options options, SessionObserver* observer)
 
 void DeliverySession::on_connected() {
   RM_ASSERT(phase_ == Phase::kConnecting);
+  tls_active_ = options_.implicit_tls;
   phase_ = Phase::kGreeting;
   expect(ExpectKind::kGreeting);
 }
@@ -132,6 +139,10 @@ DeliverySession::Wait DeliverySession::wait() const {
       return Wait::kRset;
     case ExpectKind::kQuit:
       return Wait::kQuit;
+    case ExpectKind::kStartTls:
+      return Wait::kStartTls;
+    case ExpectKind::kAuth:
+      return Wait::kAuth;
   }
   return Wait::kNone;
 }
@@ -181,7 +192,8 @@ void DeliverySession::send_quit() {
 }
 
 void DeliverySession::on_data(std::span<const char> bytes) {
-  while (!bytes.empty() && phase_ != Phase::kDone) {
+  // Nothing is read during the handshake: those bytes belong to TLS.
+  while (!bytes.empty() && phase_ != Phase::kDone && phase_ != Phase::kTlsHandshake) {
     proto::ParseResult r = parser_.parse(bytes);
     bytes = bytes.subspan(r.consumed);
     if (r.status == proto::ParseStatus::kNeedMore) {
@@ -192,6 +204,7 @@ void DeliverySession::on_data(std::span<const char> bytes) {
       return;
     }
     proto::Reply reply = parser_.take_reply();
+    surplus_ = !bytes.empty();
     handle_reply(reply);
   }
 }
@@ -254,6 +267,12 @@ void DeliverySession::handle_reply(const proto::Reply& r) {
     case ExpectKind::kQuit:
       phase_ = Phase::kDone;
       return;
+    case ExpectKind::kStartTls:
+      on_starttls_reply(r);
+      break;
+    case ExpectKind::kAuth:
+      on_auth_reply(r);
+      break;
   }
   if (phase_ == Phase::kDone) {
     return;
@@ -286,7 +305,22 @@ void DeliverySession::on_greeting(const proto::Reply& r) {
 void DeliverySession::on_ehlo(const proto::Reply& r, bool helo) {
   if (r.is_positive()) {
     caps_ = helo ? proto::Capabilities{} : proto::parse_ehlo_capabilities(r);
-    phase_ = Phase::kReady;
+    if (!tls_active_ && options_.tls != TlsPolicy::kNone) {
+      if (caps_.starttls) {
+        proto::append_starttls(out_.cmd());
+        out_.commit();
+        phase_ = Phase::kStartTls;
+        expect(ExpectKind::kStartTls);
+        return;
+      }
+      if (tls_mandatory()) {
+        refuse(Stage::kTls, proto::make_reply(451,
+                                              "4.7.4 TLS is required for this destination, but the "
+                                              "server does not offer STARTTLS"));
+        return;
+      }
+    }
+    begin_session();
     return;
   }
   if (!helo && r.is_permanent()) {
@@ -579,6 +613,13 @@ void DeliverySession::fail(const proto::Reply& reply, bool before_ready) {
   last_error_ = reply;
   if (before_ready) {
     failed_before_ready_ = true;
+    if (failure_stage_ == Stage::kConnect) {
+      if (phase_ == Phase::kStartTls || phase_ == Phase::kTlsHandshake) {
+        failure_stage_ = Stage::kTls;
+      } else if (phase_ == Phase::kAuth) {
+        failure_stage_ = Stage::kAuth;
+      }
+    }
   }
   // Whatever ended the session, the undecided recipients are deferred: a
   // broken session is never a verdict on them.
@@ -636,6 +677,12 @@ void DeliverySession::on_timeout() {
       break;
     case Wait::kDataDone:
       what = "the reply to end of data";
+      break;
+    case Wait::kStartTls:
+      what = "the reply to STARTTLS";
+      break;
+    case Wait::kAuth:
+      what = "the reply to AUTH";
       break;
     default:
       what = "the server";

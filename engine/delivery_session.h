@@ -32,6 +32,26 @@
 /// are checked against the server's EHLO: a message over a credible SIZE
 /// limit bounces with 5.3.4, and a UTF-8 address to a server without
 /// SMTPUTF8 bounces with 5.6.7, without sending anything.
+///
+/// TLS (RFC 3207) and AUTH (RFC 4954), before the session is ready:
+///   - with a TLS policy other than none and STARTTLS offered, the session
+///     sends STARTTLS alone (never pipelined). On 220 it moves to
+///     Phase::kTlsHandshake and waits for the driver to run the handshake
+///     (on_tls_established / on_tls_failed). A reply byte already queued
+///     behind the 220 is response injection (a man in the middle appending
+///     replies before the handshake, "NO STARTTLS", USENIX Security '21):
+///     the session treats it as a TLS failure and uses nothing of it.
+///   - after the handshake everything learnt before is dropped and EHLO is
+///     sent again; only the post-TLS capabilities count (RFC 3207 4.2).
+///   - policy required/verify without STARTTLS offered, or with STARTTLS
+///     refused: every recipient is deferred with 451 4.7.4 (stage tls) and
+///     the session QUITs. Opportunistic goes on in plaintext; when the
+///     handshake itself fails, plaintext_retry_wanted() asks the driver
+///     for a new plaintext connection (the TLS state cannot be unwound).
+///   - AUTH PLAIN (preferred) or LOGIN when credentials are configured,
+///     only over TLS unless auth_plaintext. A refusal (535...) or no usable
+///     mechanism defers (stage auth): a configuration problem must never
+///     bounce mail.
 #pragma once
 
 #include <cstdint>
@@ -67,6 +87,8 @@ enum class Stage : uint8_t {
   kQuit,
   kLocal,  // decided before sending (SIZE, SMTPUTF8), or expiry
   kDns,    // routing: MX or address lookup
+  kTls,    // STARTTLS, the TLS handshake, or the TLS policy
+  kAuth,   // AUTH to a smart host
 };
 std::string_view stage_name(Stage s);
 
@@ -111,9 +133,29 @@ class DeliverySession {
     uint32_t max_pipelined_txns = 4;
     uint32_t max_txns = 1000;  // per connection
     proto::ReplyParser::Limits reply_limits;
+    /// STARTTLS policy (Shaping::tls). kNone never sends STARTTLS.
+    TlsPolicy tls = TlsPolicy::kNone;
+    /// The driver completed a TLS handshake before on_connected() (port
+    /// 465 style): TLS is active from the greeting on.
+    bool implicit_tls = false;
+    /// AUTH to the server when auth_user is set.
+    std::string auth_user;
+    std::string auth_password;
+    bool auth_plaintext = false;  // allow AUTH without TLS
   };
 
-  enum class Phase : uint8_t { kConnecting, kGreeting, kEhlo, kHelo, kReady, kQuitting, kDone };
+  enum class Phase : uint8_t {
+    kConnecting,
+    kGreeting,
+    kEhlo,
+    kHelo,
+    kStartTls,      // STARTTLS sent, waiting for 220
+    kTlsHandshake,  // the driver runs the handshake, then on_tls_established/failed
+    kAuth,          // AUTH exchange
+    kReady,
+    kQuitting,
+    kDone,
+  };
 
   /// What the session is waiting for, for the driver's timers.
   enum class Wait : uint8_t {
@@ -126,6 +168,8 @@ class DeliverySession {
     kDataDone,
     kRset,
     kQuit,
+    kStartTls,
+    kAuth,
   };
 
   DeliverySession(Options options, SessionObserver* observer);
@@ -146,6 +190,15 @@ class DeliverySession {
   void add_txn(SessionTxn txn);
   /// No more work for this session: QUIT once what is in flight is done.
   void quit();
+  /// Overrides the STARTTLS policy before the connection is up (the driver
+  /// skips STARTTLS for a host whose handshake failed recently).
+  /// Precondition: phase() == kConnecting.
+  void set_tls_policy(TlsPolicy policy);
+  /// The handshake after STARTTLS succeeded. Precondition: kTlsHandshake.
+  void on_tls_established();
+  /// The handshake failed (or could not start); `what` says why. Valid in
+  /// kTlsHandshake, and in kConnecting for implicit TLS.
+  void on_tls_failed(std::string_view what);
 
   // --- session -> driver ---------------------------------------------------
   OutBuffer& out() { return out_; }
@@ -171,6 +224,14 @@ class DeliverySession {
   /// True when the last outcome sequence included a 421 or a throttling
   /// signal (adaptive backoff input for the scheduler).
   bool server_closing() const { return server_closing_; }
+  /// STARTTLS or implicit TLS is up.
+  bool tls_active() const { return tls_active_; }
+  /// The session ended on a failed opportunistic handshake: the driver
+  /// should reconnect to the same host without STARTTLS.
+  bool plaintext_retry_wanted() const { return plaintext_retry_; }
+  /// Where a session that failed before ready failed: kTls, kAuth, or
+  /// kConnect for everything else (refused greeting, EHLO, connection).
+  Stage failure_stage() const { return failure_stage_; }
 
  private:
   enum class ExpectKind : uint8_t {
@@ -182,8 +243,11 @@ class DeliverySession {
     kData,
     kBody,
     kRset,
-    kQuit
+    kQuit,
+    kStartTls,
+    kAuth,
   };
+  enum class AuthStep : uint8_t { kPlain, kLoginUser, kLoginPassword, kLoginDone };
   struct Expect {
     ExpectKind kind;
     uint32_t rcpt = 0;
@@ -209,6 +273,17 @@ class DeliverySession {
   void handle_reply(const proto::Reply& r);
   void on_greeting(const proto::Reply& r);
   void on_ehlo(const proto::Reply& r, bool helo);
+  void on_starttls_reply(const proto::Reply& r);
+  void on_auth_reply(const proto::Reply& r);
+  /// After the last EHLO: AUTH when configured, else ready.
+  void begin_session();
+  void start_auth();
+  bool tls_mandatory() const {
+    return options_.tls == TlsPolicy::kRequired || options_.tls == TlsPolicy::kVerify;
+  }
+  /// Ends the session before ready for a policy reason, still in sync with
+  /// the server: defers (via fail) and says QUIT.
+  void refuse(Stage stage, const proto::Reply& reply);
   void on_mail(Txn& t, const proto::Reply& r);
   void on_rcpt(Txn& t, uint32_t i, const proto::Reply& r);
   void on_data_reply(Txn& t, const proto::Reply& r);
@@ -244,6 +319,11 @@ class DeliverySession {
   bool failed_before_ready_ = false;
   bool server_closing_ = false;
   bool in_reply_ = false;
+  bool surplus_ = false;  // bytes followed the reply being handled, in the same input
+  bool tls_active_ = false;
+  bool plaintext_retry_ = false;
+  AuthStep auth_step_ = AuthStep::kPlain;
+  Stage failure_stage_ = Stage::kConnect;
   std::optional<proto::Reply> last_error_;
 };
 

@@ -67,11 +67,13 @@ void DsnCollector::flush(Pending* p) {
   b.sender = "";
   b.message = report;
   b.recipients.push_back(m.sender());
-  proto::Ack ack = shard_.runtime().accept_batch(b, static_cast<int>(shard_.id()));
-  if (ack.status != proto::AckStatus::kAccepted) {
-    RM_LOG_WARN("delivery report for batch %s to %s not queued: %s", m.batch_id().c_str(),
-                m.sender().c_str(), ack.reason.c_str());
-  }
+  std::string what = m.batch_id() + " to " + m.sender();
+  shard_.runtime().submit_batch(b, static_cast<int>(shard_.id()), [what](proto::Ack ack) {
+    if (ack.status != proto::AckStatus::kAccepted) {
+      RM_LOG_WARN("delivery report for batch %s not queued: %s", what.c_str(),
+                  ack.reason.c_str());
+    }
+  });
 }
 
 }  // namespace ringmail::engine

@@ -1,6 +1,7 @@
 #include "engine/ringmail.h"
 
 #include "engine/runtime.h"
+#include "engine/spool.h"
 
 #include <future>
 
@@ -65,6 +66,9 @@ Stats Engine::stats() const {
   s.unknown_outcomes = t.unknown_outcomes;
   s.dropped = t.dropped;
   s.queued_bytes = t.queued_bytes;
+  s.spool_damage = t.spool_damage;
+  s.spool_segments = t.spool_segments;
+  s.spool_errors = t.spool_errors;
   return s;
 }
 
@@ -82,5 +86,7 @@ std::string Engine::control(std::string_view command) {
 void Engine::wake_for_test() {
   rt_->wake_all();
 }
+
+engine::SpoolFaults& Engine::spool_faults_for_test() { return engine::SpoolFaults::instance(); }
 
 }  // namespace ringmail

@@ -65,6 +65,12 @@ void format_event_json(std::string& out, const OutcomeRecord& rec) {
   append_json_key(out, "mx");
   append_json_string(out, rec.mx);
   out.push_back(',');
+  if (!rec.peer.empty()) {
+    // Outcomes from an SMTP connection say whether it was encrypted.
+    append_json_key(out, "tls");
+    append_json_string(out, rec.tls.empty() ? std::string_view("none") : rec.tls);
+    out.push_back(',');
+  }
   append_json_key(out, "attempt");
   append_json_uint(out, rec.attempt);
   out.push_back(',');

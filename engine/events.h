@@ -60,6 +60,7 @@ struct OutcomeRecord {
   bool unknown;
   std::string_view peer;  // "ip:port" or ""
   std::string_view mx;    // the MX host (or configured host) that answered, or ""
+  std::string_view tls;   // "TLSv1.3 TLS_AES_256_GCM_SHA384", or "" in plaintext
   uint32_t attempt;
   int64_t wall_ms;
   int64_t queue_ms;  // since the batch was accepted

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <deque>
+#include <optional>
 
+#include "engine/failpoint.h"
 #include "engine/log.h"
 #include "engine/runtime.h"
 #include "engine/shard.h"
@@ -270,26 +273,54 @@ class Ingest::Conn {
     proto::BatchLimits limits;
     limits.max_message = ic.max_message_bytes;
     limits.max_recipients = ic.max_recipients;
-    proto::Ack ack;
+    uint64_t seq = ++batch_seq_;
+    acks_.emplace_back();
+    failpoint("ingest_batch");
     auto batch = proto::decode_batch(payload, limits);
     if (!batch.ok()) {
+      proto::Ack ack;
       ack.status = proto::AckStatus::kRejected;
       ack.reason = batch.error().message;
-    } else {
-      BatchInput in;
-      in.batch_id = batch->batch_id;
-      in.sender = batch->sender;
-      in.message = batch->message;
-      in.recipients = std::move(batch->recipients);
-      in.origin = id_;
-      in.options = std::move(batch->options);
-      ack = shard_.runtime().accept_batch(in, static_cast<int>(shard_.id()));
+      ack_ready(seq, std::move(ack));
+      return true;
     }
-    ack.seq = ++batch_seq_;
-    std::string out;
-    proto::encode_ack(out, ack);
-    queue_frame(proto::FrameType::kAck, out);
+    BatchInput in;
+    in.batch_id = batch->batch_id;
+    in.sender = batch->sender;
+    in.message = batch->message;
+    in.recipients = std::move(batch->recipients);
+    in.origin = id_;
+    in.options = std::move(batch->options);
+    // The acknowledgement may come later (after the spool's fsync), on this
+    // shard; the connection may be gone by then.
+    Ingest* ingest = &ingest_;
+    uint64_t conn = id_;
+    shard_.runtime().submit_batch(in, static_cast<int>(shard_.id()),
+                                  [ingest, conn, seq](proto::Ack ack) {
+                                    auto it = ingest->conns_.find(conn);
+                                    if (it != ingest->conns_.end()) {
+                                      it->second->ack_ready(seq, std::move(ack));
+                                    }
+                                  });
     return true;
+  }
+
+  /// Stores the ACK of batch `seq` and sends every ACK that is now next in
+  /// order: ACKs leave in batch order whatever order they complete in.
+  void ack_ready(uint64_t seq, proto::Ack ack) {
+    ack.seq = seq;
+    size_t slot = static_cast<size_t>(seq - acked_);
+    if (slot == 0 || slot > acks_.size()) {
+      return;
+    }
+    acks_[slot - 1] = std::move(ack);
+    while (!acks_.empty() && acks_.front().has_value()) {
+      std::string out;
+      proto::encode_ack(out, *acks_.front());
+      acks_.pop_front();
+      ++acked_;
+      queue_frame(proto::FrameType::kAck, out);
+    }
   }
 
   bool on_subscribe(std::string_view payload) {
@@ -408,6 +439,8 @@ class Ingest::Conn {
   std::string payload_;
   size_t payload_have_ = 0;
   uint64_t batch_seq_ = 0;
+  uint64_t acked_ = 0;  // ACKs sent so far (batch_seq of the last one)
+  std::deque<std::optional<proto::Ack>> acks_;  // batches acked_+1.. in order
   std::string out_;
   std::string sending_buf_;
   size_t sent_ = 0;

@@ -1,5 +1,6 @@
 #include "engine/message.h"
 
+#include "engine/dkim.h"
 #include "engine/out_buffer.h"
 
 namespace ringmail::engine {
@@ -21,6 +22,16 @@ RefPtr<Message> Message::create(MessageInit init) {
     m->stuffed_.reserve(m->normalized_.size() + 64);
     proto::append_dot_stuffed(m->normalized_, m->stuffed_);
   }
+  if (init.dkim != nullptr && !init.dkim->empty()) {
+    // Sign once: every recipient, transaction and connection sends these
+    // same bytes (RFC 6376 signs the message as transmitted, unstuffed).
+    auto sig = init.dkim->sign(m->normalized_, init.dkim_time_s, init.dkim_domain);
+    if (sig.ok()) {
+      m->signature_ = std::move(*sig);
+    } else {
+      m->dkim_error_ = std::move(sig).take_error().message;
+    }
+  }
   if (init.budget != nullptr) {
     m->budget_ = init.budget;
     m->charged_ = m->footprint();
@@ -31,14 +42,19 @@ RefPtr<Message> Message::create(MessageInit init) {
 
 void Message::append_wire(OutBuffer& out, bool stuffed, const RefPtr<Message>& self,
                           std::string_view /*vars*/) const {
+  if (!signature_.empty()) {
+    out.add_external(signature_, self);
+  }
   out.add_external(stuffed ? data_body() : bdat_body(), self);
 }
 
-uint64_t Message::wire_size(std::string_view /*vars*/) const { return size(); }
+uint64_t Message::wire_size(std::string_view /*vars*/) const {
+  return signature_.size() + size();
+}
 
 size_t Message::footprint() const {
   return sizeof(Message) + normalized_.capacity() + stuffed_.capacity() + batch_id_.capacity() +
-         sender_.capacity();
+         sender_.capacity() + signature_.capacity();
 }
 
 }  // namespace ringmail::engine

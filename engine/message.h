@@ -9,6 +9,11 @@
 ///   - data_body(): the dot-stuffed form for DATA (the same bytes when no
 ///     line starts with '.'), followed on the wire by ".\r\n".
 /// Both are computed once per message, never per recipient or connection.
+/// DKIM (engine/dkim.h): when MessageInit names a signer, the normalised
+/// message is signed once here; the DKIM-Signature field(s) are kept apart
+/// and sent as their own segment before the shared body (append_wire), so
+/// signing copies nothing. A signature never needs dot-stuffing (its lines
+/// start with "DKIM-Signature:" or a TAB).
 ///
 /// Lifetime: intrusive atomic reference count (MessageRef). Any thread may
 /// hold a reference; the last release frees it on whichever thread that is
@@ -26,7 +31,8 @@
 
 namespace ringmail::engine {
 class OutBuffer;
-}
+class DkimSigner;
+}  // namespace ringmail::engine
 
 namespace ringmail::engine {
 
@@ -72,6 +78,12 @@ struct MessageInit {
   std::atomic<uint64_t>* budget = nullptr;
   int64_t accepted_wall_ms = 0;
   TimePoint accepted_at{};
+  /// DKIM: sign with every key of the signing domain (the From domain, or
+  /// `dkim_domain` when set: a batch option). Null: unsigned. The signer
+  /// must only live through create().
+  const DkimSigner* dkim = nullptr;
+  std::string dkim_domain;
+  int64_t dkim_time_s = 0;  // t= (seconds since the epoch)
 };
 
 class Message {
@@ -90,14 +102,21 @@ class Message {
   bool sender_utf8() const { return sender_utf8_; }
   std::string_view bdat_body() const { return normalized_; }
   std::string_view data_body() const { return stuffed_.empty() ? normalized_ : stuffed_; }
-  /// Size announced with SIZE= (RFC 1870: the message as transmitted, which
-  /// is the normalised form).
+  /// Bytes of the normalised message (without the DKIM-Signature fields;
+  /// what goes on the wire and is announced with SIZE= is wire_size()).
   uint64_t size() const { return normalized_.size(); }
-  /// Appends the message as it goes on the wire to `out`: the BDAT form, or
-  /// with `stuffed` the DATA form (without the final ".\r\n"). Shared bytes
-  /// are referenced in place (`self` keeps them alive); only per-recipient
-  /// parts are copied. `vars` are the recipient's personalisation values
-  /// (empty for shared messages).
+  /// The DKIM-Signature field(s) sent before the body (CRLF-terminated), or
+  /// empty when the message is not signed.
+  std::string_view dkim_signature() const { return signature_; }
+  /// Why signing failed (a malformed header section, no or several From
+  /// fields, an unknown dkim_domain), or empty. The message is then
+  /// unsigned; the caller decides whether to refuse it.
+  const std::string& dkim_error() const { return dkim_error_; }
+  /// Appends the message as it goes on the wire to `out`: the DKIM-Signature
+  /// segment when signed, then the BDAT form, or with `stuffed` the DATA
+  /// form (without the final ".\r\n"). Shared bytes are referenced in place
+  /// (`self` keeps them alive); only per-recipient parts are copied. `vars`
+  /// are the recipient's personalisation values (empty for shared messages).
   void append_wire(OutBuffer& out, bool stuffed, const RefPtr<Message>& self,
                    std::string_view vars) const;
   /// The size of what append_wire(…, stuffed = false, …, vars) sends.
@@ -126,7 +145,9 @@ class Message {
   std::string sender_;
   bool sender_utf8_ = false;
   std::string normalized_;
-  std::string stuffed_;  // empty unless some line starts with '.'
+  std::string stuffed_;    // empty unless some line starts with '.'
+  std::string signature_;  // DKIM-Signature field(s), or empty
+  std::string dkim_error_;
   uint64_t origin_ = 0;
   uint32_t pool_ = 0;
   std::atomic<uint64_t>* budget_ = nullptr;

@@ -32,7 +32,10 @@ std::string ares_error_text(int status) {
     case ARES_ETIMEOUT:
       return "no answer from the DNS servers (timeout)";
     case ARES_ECONNREFUSED:
-      return "the DNS servers refused the connection";
+      // c-ares 1.18 also ends a query this way after dns.tries SERVFAIL or
+      // REFUSED answers (it moves on to the next server on each).
+      return "no usable answer from the DNS servers (SERVFAIL or REFUSED answers, or a "
+             "refused connection)";
     case ARES_EFORMERR:
       return "the DNS server answered FORMERR";
     case ARES_ENOTIMP:
@@ -134,6 +137,10 @@ void DnsClient::sock_state(void* data, ares_socket_t fd, int readable, int writa
     w->dead = true;
     if (w->armed) {
       c->ring_.poll_remove(w, nullptr);  // its CQE frees it
+      // c-ares closes the socket as soon as this returns: submit now, so a
+      // poll queued in this iteration holds this socket, not a new one
+      // that reuses the descriptor number.
+      c->ring_.submit();
     } else if (!w->in_callback) {
       delete w;
     }
@@ -304,6 +311,14 @@ void DnsCache::complete(const std::string& key, int status, const unsigned char*
       } else if (r.answer.has_records) {
         r.status = DnsResult::Status::kOk;
         ttl = clamp_ttl(r.answer.min_ttl);
+      } else if (r.answer.final_name != proto::dns::canonical_name(name) &&
+                 !r.answer.has_negative_ttl) {
+        // An alias whose target came without records and without an SOA
+        // saying it has none: a chain the resolver could not finish (a loop
+        // across answers, a lame target). Not a verdict on the domain.
+        r.status = DnsResult::Status::kTempFail;
+        r.error = "the CNAME chain of " + name + " ends at " + r.answer.final_name +
+                  " without an answer";
       } else {
         r.status = DnsResult::Status::kNoData;
         ttl = neg;
@@ -443,7 +458,9 @@ void RouteResolver::resolve_mx(const std::shared_ptr<Job>& job, const std::strin
       if (recipient) {
         job->bounce = proto::make_reply(code, text);
       } else if (!job->defer) {
-        job->defer = proto::make_reply(451, "4.4.3 route " + name + ": " + text.substr(6));
+        size_t sp = text.find(' ');
+        job->defer = proto::make_reply(
+            451, "4.4.3 route " + name + ": " + (sp == std::string::npos ? text : text.substr(sp + 1)));
       }
     };
     switch (r.status) {
@@ -549,6 +566,7 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
   const bool recipient = job->route.hosts[job->target].kind == Endpoint::Kind::kRecipientMx;
   auto assemble = [this, job, g, port, implicit, recipient]() {
     bool temp = false, loopback_only = false;
+    std::string temp_why;
     size_t before = job->candidates.size();
     for (auto& h : g->hosts) {
       auto add_v4 = [&] {
@@ -556,7 +574,10 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
           return;
         }
         job->expire_at(h.v4->expires);
-        temp = temp || h.v4->status == DnsResult::Status::kTempFail;
+        if (h.v4->status == DnsResult::Status::kTempFail) {
+          temp = true;
+          temp_why = h.name + ": " + h.v4->error;
+        }
         for (const auto& a : h.v4->answer.a) {
           Candidate c;
           c.mx = h.name;
@@ -577,7 +598,10 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
           return;
         }
         job->expire_at(h.v6->expires);
-        temp = temp || h.v6->status == DnsResult::Status::kTempFail;
+        if (h.v6->status == DnsResult::Status::kTempFail) {
+          temp = true;
+          temp_why = h.name + ": " + h.v6->error;
+        }
         for (const auto& a : h.v6->answer.aaaa) {
           Candidate c;
           c.mx = h.name;
@@ -606,7 +630,8 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
                                   : "no address for the mail servers of " + job->domain;
       if (temp) {
         if (!job->defer) {
-          job->defer = proto::make_reply(451, "4.4.3 address lookup failed: " + what);
+          job->defer =
+              proto::make_reply(451, "4.4.3 address lookup failed: " + what + " (" + temp_why + ")");
         }
       } else if (loopback_only) {
         if (recipient) {
@@ -617,7 +642,8 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
           job->defer = proto::make_reply(451, "4.4.3 route points to a loopback address");
         }
       } else if (recipient) {
-        job->bounce = proto::make_reply(550, (implicit ? "5.1.2 " : "5.4.4 ") + what);
+        std::string note = job->note.empty() ? "" : " (" + job->note.substr(0, job->note.size() - 2) + ")";
+        job->bounce = proto::make_reply(550, (implicit ? "5.1.2 " : "5.4.4 ") + what + note);
       } else if (!job->defer) {
         job->defer = proto::make_reply(451, "4.4.3 " + what);
       }

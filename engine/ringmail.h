@@ -38,6 +38,7 @@ namespace ringmail {
 
 namespace engine {
 class Runtime;
+struct SpoolFaults;
 }
 
 using engine::EventCallback;
@@ -62,6 +63,9 @@ struct Stats {
   uint64_t unknown_outcomes = 0;
   uint64_t dropped = 0;       // dropped by an operator
   uint64_t queued_bytes = 0;  // memory charged to limits.max_queued_bytes
+  uint64_t spool_damage = 0;    // damaged spool records found at start (reported in the log)
+  uint64_t spool_segments = 0;  // spool segment files in use
+  uint64_t spool_errors = 0;    // failed spool writes or fsyncs
 };
 
 class Engine {
@@ -94,6 +98,8 @@ class Engine {
   /// With a ManualClock: after advancing it, wake the shards so they look at
   /// their timers.
   void wake_for_test();
+  /// Disk faults injected into the spool's I/O layer (process-wide).
+  static engine::SpoolFaults& spool_faults_for_test();
 
  private:
   explicit Engine(std::unique_ptr<engine::Runtime> rt);

@@ -1,6 +1,7 @@
 #include "engine/runtime.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -9,9 +10,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <future>
 #include <unordered_set>
 
 #include "engine/log.h"
+#include "engine/submission.h"
 #include "proto/address.h"
 #include "proto/json.h"
 
@@ -45,9 +48,22 @@ Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
       ::close(fd);
       return make_error(Errc::kConfig, "ingest.socket: " + path + " exists and is not a socket");
     }
+    // Live only if something answers HELLO: after a crash the kernel tears
+    // the dead process's io_uring down asynchronously, and its pending
+    // accept keeps the old socket connectable for a moment.
     int probe = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    bool live =
-        probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+    bool live = false;
+    if (probe >= 0 && ::connect(probe, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+      std::string payload, frame;
+      proto::encode_hello(payload, proto::Hello{});
+      proto::append_frame(frame, proto::FrameType::kHello, payload);
+      if (::send(probe, frame.data(), frame.size(), MSG_NOSIGNAL) ==
+          static_cast<ssize_t>(frame.size())) {
+        pollfd p{probe, POLLIN, 0};
+        char b;
+        live = ::poll(&p, 1, 1000) == 1 && ::recv(probe, &b, 1, MSG_DONTWAIT) == 1;
+      }
+    }
     if (probe >= 0) {
       ::close(probe);
     }
@@ -69,10 +85,6 @@ Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
     return make_error(Errc::kIo, "ingest.socket: " + path + ": " + std::strerror(e));
   }
   return fd;
-}
-
-void accept_job_msg(Shard& shard, void* p, uint64_t /*a*/) {
-  shard.scheduler().accept(static_cast<Job*>(p));
 }
 
 }  // namespace
@@ -107,6 +119,13 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
       return std::move(fd).take_error();
     }
     rt->listen_fd_ = *fd;
+  }
+  for (const SubmissionListener& l : c.submission.listeners) {
+    auto fd = open_submission_socket(l);  // engine/submission.h; served by shard 0
+    if (!fd.ok()) {
+      return std::move(fd).take_error();
+    }
+    rt->submission_fds_.push_back(*fd);
   }
   for (uint32_t i = 0; i < n * n; ++i) {
     rt->rings_.push_back(std::make_unique<ShardRing>());
@@ -161,7 +180,7 @@ std::string Runtime::next_batch_id() {
   return batch_prefix_ + std::to_string(batch_seq_.fetch_add(1, std::memory_order_relaxed) + 1);
 }
 
-proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
+proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs) {
   proto::Ack ack;
   ack.batch_id = in.batch_id.empty() ? next_batch_id() : std::string(in.batch_id);
   auto reject = [&](std::string reason) {
@@ -326,20 +345,151 @@ proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
   unfinished_.fetch_add(accepted, std::memory_order_acq_rel);
   queued_bytes_.fetch_add(rcpt_bytes, std::memory_order_relaxed);
   for (uint32_t s = 0; s < n; ++s) {
-    if (jobs[s] == nullptr) {
-      continue;
-    }
-    jobs[s]->unfinished = static_cast<uint32_t>(jobs[s]->rcpts.size());
-    if (from_shard >= 0) {
-      shards_[static_cast<uint32_t>(from_shard)]->post(s, ShardMsg{&accept_job_msg, jobs[s], 0});
-    } else {
-      Job* j = jobs[s];
-      post_external(s, [j](Shard& shard) { shard.scheduler().accept(j); });
+    if (jobs[s] != nullptr) {
+      jobs[s]->unfinished = static_cast<uint32_t>(jobs[s]->rcpts.size());
     }
   }
+  *out_jobs = std::move(jobs);
   ack.status = proto::AckStatus::kAccepted;
   ack.accepted = static_cast<uint32_t>(accepted);
   return ack;
+}
+
+namespace {
+
+void accept_job_msg(Shard& shard, void* p, uint64_t /*a*/);
+
+/// One batch waiting for every shard that holds a part of it to make that
+/// part durable. Parts are held, not delivered, until all are: a batch is
+/// either acknowledged whole, or refused whole.
+struct AckCollector {
+  Runtime* rt;
+  proto::Ack ack;
+  Runtime::AckFn done;
+  int origin;  // shard to answer on, or -1
+  std::vector<std::pair<uint32_t, Job*>> parts;
+  std::atomic<uint32_t> pending{0};
+  std::atomic<bool> failed{false};
+};
+
+void release_msg(Shard& shard, void* p, uint64_t /*a*/) {
+  shard.scheduler().accept(static_cast<Job*>(p));
+}
+
+void abandon_msg(Shard& shard, void* p, uint64_t /*a*/) {
+  auto* job = static_cast<Job*>(p);
+  uint64_t bytes = job->addrs.size();
+  uint64_t n = job->rcpts.size();
+  if (shard.spool() != nullptr) {
+    shard.spool()->retire_job(job);
+  }
+  delete job;
+  shard.runtime().abandon(n, bytes);
+}
+
+void ack_msg(Shard& /*shard*/, void* p, uint64_t /*a*/) {
+  std::unique_ptr<AckCollector> c(static_cast<AckCollector*>(p));
+  c->done(std::move(c->ack));
+}
+
+void part_done(Shard& shard, AckCollector* c, bool ok) {
+  if (!ok) {
+    c->failed.store(true, std::memory_order_release);
+  }
+  if (c->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+    return;
+  }
+  bool failed = c->failed.load(std::memory_order_acquire);
+  for (auto& [dst, job] : c->parts) {
+    shard.post(dst, ShardMsg{failed ? &abandon_msg : &release_msg, job, 0});
+  }
+  if (failed) {
+    std::string id = c->ack.batch_id;
+    c->ack = proto::Ack{};
+    c->ack.batch_id = id;
+    c->ack.status = proto::AckStatus::kSpoolUnavailable;
+    c->ack.reason =
+        "the spool cannot make this batch durable right now (disk error); nothing was "
+        "accepted: send it again later";
+  }
+  if (c->origin >= 0) {
+    shard.post(static_cast<uint32_t>(c->origin), ShardMsg{&ack_msg, c, 0});
+  } else {
+    ack_msg(shard, c, 0);
+  }
+}
+
+void spool_job_msg(Shard& shard, void* p, uint64_t job_ptr) {
+  auto* c = static_cast<AckCollector*>(p);
+  auto* job = reinterpret_cast<Job*>(job_ptr);
+  Shard* sh = &shard;
+  shard.spool()->append_job(job, [sh, c](bool ok) { part_done(*sh, c, ok); });
+}
+
+void accept_job_msg(Shard& shard, void* p, uint64_t /*a*/) {
+  shard.scheduler().accept(static_cast<Job*>(p));
+}
+
+}  // namespace
+
+void Runtime::submit_batch(const BatchInput& in, int from_shard, AckFn done) {
+  std::vector<Job*> jobs;
+  proto::Ack ack = build_jobs(in, &jobs);
+  if (ack.status != proto::AckStatus::kAccepted) {
+    done(std::move(ack));
+    return;
+  }
+  auto post = [&](uint32_t dst, ShardMsg m) {
+    if (from_shard >= 0) {
+      shards_[static_cast<uint32_t>(from_shard)]->post(dst, m);
+    } else {
+      post_external(dst, [m](Shard& s) { m.fn(s, m.p, m.a); });
+    }
+  };
+  if (config_.spool.mode == SpoolMode::kOff) {
+    for (uint32_t s = 0; s < jobs.size(); ++s) {
+      if (jobs[s] != nullptr) {
+        post(s, ShardMsg{&accept_job_msg, jobs[s], 0});
+      }
+    }
+    done(std::move(ack));
+    return;
+  }
+  auto* c = new AckCollector();
+  c->rt = this;
+  c->ack = std::move(ack);
+  c->done = std::move(done);
+  c->origin = from_shard;
+  for (uint32_t s = 0; s < jobs.size(); ++s) {
+    if (jobs[s] != nullptr) {
+      c->parts.emplace_back(s, jobs[s]);
+    }
+  }
+  c->pending.store(static_cast<uint32_t>(c->parts.size()), std::memory_order_release);
+  for (auto& [dst, job] : std::vector<std::pair<uint32_t, Job*>>(c->parts)) {
+    post(dst, ShardMsg{&spool_job_msg, c, reinterpret_cast<uint64_t>(job)});
+  }
+}
+
+proto::Ack Runtime::accept_batch(const BatchInput& in, int from_shard) {
+  RM_ASSERT(config_.spool.mode == SpoolMode::kOff || from_shard < 0);
+  std::promise<proto::Ack> p;
+  auto f = p.get_future();
+  submit_batch(in, from_shard, [&p](proto::Ack a) { p.set_value(std::move(a)); });
+  return f.get();
+}
+
+void Runtime::add_recovered(uint64_t recipients, uint64_t addr_bytes) {
+  unfinished_.fetch_add(recipients, std::memory_order_acq_rel);
+  queued_bytes_.fetch_add(recipients * kRecipientOverhead + addr_bytes, std::memory_order_relaxed);
+}
+
+void Runtime::abandon(uint64_t recipients, uint64_t addr_bytes) {
+  queued_bytes_.fetch_sub(recipients * kRecipientOverhead + addr_bytes, std::memory_order_relaxed);
+  if (unfinished_.fetch_sub(recipients, std::memory_order_acq_rel) == recipients) {
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+  }
 }
 
 void Runtime::recipient_final(size_t addr_bytes) {
@@ -528,6 +678,9 @@ Runtime::Totals Runtime::totals() const {
     t.transactions += st.transactions.load(std::memory_order_relaxed);
     t.unknown_outcomes += st.unknown_outcomes.load(std::memory_order_relaxed);
     t.dropped += st.dropped.load(std::memory_order_relaxed);
+    t.spool_damage += st.spool_damage.load(std::memory_order_relaxed);
+    t.spool_segments += st.spool_segments.load(std::memory_order_relaxed);
+    t.spool_errors += st.spool_errors.load(std::memory_order_relaxed);
   }
   t.unfinished = unfinished();
   t.queued_bytes = queued_bytes();
@@ -560,6 +713,10 @@ void Runtime::shutdown(Millis grace) {
     listen_fd_ = -1;
     ::unlink(config_.ingest.socket.c_str());
   }
+  for (int fd : submission_fds_) {
+    ::close(fd);
+  }
+  submission_fds_.clear();
 }
 
 }  // namespace ringmail::engine

@@ -20,6 +20,7 @@
 #include "engine/config.h"
 #include "engine/events.h"
 #include "engine/shard.h"
+#include "engine/scheduler.h"
 #include "proto/batch_wire.h"
 
 namespace ringmail::engine {
@@ -53,10 +54,22 @@ class Runtime {
   uint32_t shard_for_domain(std::string_view lower_domain) const;
   /// Runs `fn` on shard `dst`'s thread.
   void post_external(uint32_t dst, std::function<void(Shard&)> fn);
-  /// Validates a batch, splits it into per-shard jobs and queues them. The
-  /// returned ack says what was accepted. Runs on the caller's thread
-  /// (`from_shard` is the calling shard, or -1 for a non-shard thread).
+  /// Validates a batch, splits it into per-shard jobs and queues them; with
+  /// the spool on, only once every job is durable (sync) or written (async).
+  /// `done` gets the acknowledgement: on `from_shard`'s thread when it is a
+  /// shard (-1: a non-shard caller; then on whichever shard finished, or
+  /// on the caller's thread before returning). Validation runs on the
+  /// caller's thread.
+  using AckFn = std::function<void(proto::Ack)>;
+  void submit_batch(const BatchInput& in, int from_shard, AckFn done);
+  /// Like submit_batch, returning the acknowledgement directly. Only for
+  /// callers that cannot wait: with the spool on it must not run on a
+  /// shard thread (it would wait for that shard).
   proto::Ack accept_batch(const BatchInput& in, int from_shard);
+  /// Recipients recovered from the spool at start.
+  void add_recovered(uint64_t recipients, uint64_t addr_bytes);
+  /// A job that was never acknowledged is dropped: return its charges.
+  void abandon(uint64_t recipients, uint64_t addr_bytes);
   /// Runs an operator command (list, pause, resume, flush, drop-batch,
   /// stats; see ringmail-ctl) on every shard and calls `done` with the JSON
   /// reply on shard 0's thread. `from_shard` as for accept_batch.
@@ -75,6 +88,8 @@ class Runtime {
   bool accepting() const { return accepting_.load(std::memory_order_acquire); }
   int event_file_fd() const { return event_fd_; }
   int ingest_listen_fd() const { return listen_fd_; }
+  /// Listening sockets of submission.listeners, in order (shard 0 serves them).
+  const std::vector<int>& submission_listen_fds() const { return submission_fds_; }
   uint32_t socket_subscribers() const {
     return socket_subscribers_.load(std::memory_order_acquire);
   }
@@ -82,7 +97,8 @@ class Runtime {
 
   struct Totals {
     uint64_t delivered = 0, deferred = 0, bounced = 0, dropped = 0, connections_opened = 0,
-             transactions = 0, unknown_outcomes = 0, unfinished = 0, queued_bytes = 0;
+             transactions = 0, unknown_outcomes = 0, unfinished = 0, queued_bytes = 0,
+             spool_damage = 0, spool_segments = 0, spool_errors = 0;
   };
   Totals totals() const;
 
@@ -91,12 +107,18 @@ class Runtime {
   ShardRing& ring(uint32_t from, uint32_t to) { return *rings_[from * shard_count() + to]; }
   void recipient_final(size_t addr_bytes);
   uint64_t queued_bytes() const { return queued_bytes_.load(std::memory_order_relaxed); }
+  /// The memory budget counter messages are charged to.
+  std::atomic<uint64_t>* budget_counter() { return &queued_bytes_; }
   /// Shard i finished creating its ring (ok or not).
   void shard_started(uint32_t id, Result<void> result);
 
  private:
   Runtime(Config config, const Clock* clock);
   std::string next_batch_id();
+  /// Validation and job building shared by the submit paths. Returns the
+  /// ack; when it says accepted, `jobs` holds the per-shard jobs (not yet
+  /// handed to any shard).
+  proto::Ack build_jobs(const BatchInput& in, std::vector<Job*>* jobs);
 
   Config config_;
   const Clock* clock_;
@@ -113,6 +135,7 @@ class Runtime {
   std::string batch_prefix_;
   int event_fd_ = -1;
   int listen_fd_ = -1;
+  std::vector<int> submission_fds_;
   bool stopped_ = false;
 
   std::mutex mu_;  // start-up handshake and idle waits only, never the data path

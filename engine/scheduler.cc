@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 
+#include "engine/failpoint.h"
 #include "engine/log.h"
+#include "engine/runtime.h"
 #include "engine/shard.h"
 #include "engine/smtp_connection.h"
 #include "proto/bounce.h"
@@ -16,6 +18,8 @@ proto::FailureStage failure_stage(Stage s) {
   switch (s) {
     case Stage::kDns:
       return proto::FailureStage::kDns;
+    case Stage::kTls:
+      return proto::FailureStage::kTls;
     case Stage::kConnect:
     case Stage::kGreeting:
     case Stage::kEhlo:
@@ -187,6 +191,52 @@ void Scheduler::accept(Job* job) {
     dispatch(d);
     i = j;
   }
+}
+
+void Scheduler::accept_recovered(std::vector<RecoveredJob> jobs) {
+  const int64_t now_wall = shard_.clock().wall_ms();
+  const TimePoint now = shard_.clock().now();
+  uint64_t rcpts = 0, bytes = 0;
+  for (RecoveredJob& rj : jobs) {
+    Job* job = rj.job;
+    unfinished_ += rj.rcpts.size();
+    rcpts += rj.rcpts.size();
+    bytes += job->addrs.size();
+    // Recipients of one job and domain with the same due time travel together.
+    size_t i = 0;
+    while (i < rj.rcpts.size()) {
+      const RecoveredRcpt& first = rj.rcpts[i];
+      std::string_view dom = job->domain(job->rcpts[first.idx]);
+      Destination& d = destination(dom, job->msg->pool());
+      std::vector<QItem> later;
+      size_t j = i;
+      for (; j < rj.rcpts.size(); ++j) {
+        const RecoveredRcpt& r = rj.rcpts[j];
+        if (job->domain(job->rcpts[r.idx]) != dom || r.next_retry_ms != first.next_retry_ms) {
+          break;
+        }
+        if (r.next_retry_ms > now_wall) {
+          later.push_back(QItem{job, r.idx});
+        } else {
+          enqueue_run(d, job, r.idx, 1);
+        }
+      }
+      if (!later.empty()) {
+        auto* g = new RetryGroup(&d, this);
+        g->items = std::move(later);
+        g->last_reply = "recovered from the spool";
+        for (const QItem& q : g->items) {
+          q.job->rcpts[q.idx].status = RcptStatus::kDeferred;
+        }
+        d.retry_waiting += g->items.size();
+        retry_groups_.insert(g);
+        shard_.timers().schedule(&g->timer, now + Millis(first.next_retry_ms - now_wall));
+      }
+      dispatch(d);
+      i = j;
+    }
+  }
+  shard_.runtime().add_recovered(rcpts, bytes);
 }
 
 void Scheduler::enqueue_run(Destination& d, Job* job, uint32_t first, uint32_t count) {
@@ -413,7 +463,7 @@ void Scheduler::connection_closed(SmtpConnection* c) {
       // Dead destination: nobody can reach it now. Defer what waits for it
       // and hold new attempts for the backoff time.
       throttle(d, s, why.summary(), /*hold=*/true);
-      defer_queue(d, why, Stage::kConnect);
+      defer_queue(d, why, c->failure_stage());  // kConnect, or kTls/kAuth
     } else if (d.working() > 0) {
       // Others work: this many connections is what the server accepts.
       throttle(d, s, why.summary(), /*hold=*/false);
@@ -467,7 +517,7 @@ void Scheduler::destination_event(const Destination& d, const SourceState& s, Ev
 
 void Scheduler::emit_for(const QItem& q, EventType type, const proto::Reply& why, Stage stage,
                          std::string_view note, std::string_view peer, std::string_view mx,
-                         bool unknown) {
+                         bool unknown, std::string_view tls) {
   const RcptEntry& r = q.job->rcpts[q.idx];
   OutcomeRecord rec{};
   rec.type = type;
@@ -478,6 +528,7 @@ void Scheduler::emit_for(const QItem& q, EventType type, const proto::Reply& why
   rec.unknown = unknown;
   rec.peer = peer;
   rec.mx = mx;
+  rec.tls = tls;
   rec.attempt = r.attempts;
   rec.wall_ms = shard_.clock().wall_ms();
   rec.queue_ms =
@@ -495,7 +546,7 @@ void Scheduler::emit_for(const QItem& q, EventType type, const proto::Reply& why
 }
 
 void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcome& o,
-                               std::string_view peer, std::string_view mx) {
+                               std::string_view peer, std::string_view mx, std::string_view tls) {
   auto* ctx = reinterpret_cast<TxnCtx*>(txn.cookie);
   Job* job = ctx->job;
   uint32_t idx = ctx->idx[index];
@@ -504,7 +555,7 @@ void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcom
   EventType type = o.disposition == Disposition::kDelivered ? EventType::kDelivered
                    : o.disposition == Disposition::kBounced ? EventType::kBounced
                                                             : EventType::kDeferred;
-  emit_for(QItem{job, idx}, type, *o.reply, o.stage, "", peer, mx, o.unknown);
+  emit_for(QItem{job, idx}, type, *o.reply, o.stage, "", peer, mx, o.unknown, tls);
   --ctx->dest->in_flight;
   if (type == EventType::kDeferred) {
     r.status = RcptStatus::kDeferred;
@@ -517,6 +568,8 @@ void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcom
   } else {
     if (type == EventType::kBounced) {
       shard_.bounced(*job->msg, job->address(r), *o.reply, mx);
+    } else {
+      failpoint("delivered_before_journal");
     }
     finalize(job, idx);
   }
@@ -566,6 +619,9 @@ void Scheduler::txn_returned(SessionTxn&& txn) {
 
 void Scheduler::finalize(Job* job, uint32_t idx) {
   job->rcpts[idx].status = RcptStatus::kFinal;
+  if (Spool* sp = shard_.spool()) {
+    sp->journal_final(job, {idx});
+  }
   --unfinished_;
   shard_.recipient_final(job->address(job->rcpts[idx]).size());
   --job->unfinished;
@@ -574,6 +630,9 @@ void Scheduler::finalize(Job* job, uint32_t idx) {
 
 void Scheduler::maybe_free(Job* job) {
   if (job->unfinished == 0 && job->txns == 0) {
+    if (Spool* sp = shard_.spool()) {
+      sp->retire_job(job);
+    }
     delete job;
   }
 }
@@ -611,6 +670,28 @@ void Scheduler::schedule_retry(Destination& d, std::vector<QItem> items, const s
   d.retry_waiting += g->items.size();
   retry_groups_.insert(g);
   shard_.timers().schedule(&g->timer, due);
+  // Journal the new attempt count and due time so a restart keeps both.
+  const Job* job0 = g->items.front().job;
+  int64_t due_wall = shard_.clock().wall_ms() + std::chrono::duration_cast<Millis>(due - now).count();
+  auto retry_at = static_cast<uint32_t>(
+      std::max<int64_t>(1, (due_wall - job0->msg->accepted_wall_ms() + 999) / 1000));
+  std::vector<uint32_t> idx;
+  Job* cur = nullptr;
+  auto flush_journal = [&] {
+    if (cur != nullptr && shard_.spool() != nullptr) {
+      shard_.spool()->journal_deferred(cur, idx, r0.attempts, due_wall);
+    }
+    idx.clear();
+  };
+  for (const QItem& q : g->items) {
+    q.job->rcpts[q.idx].retry_at_s = retry_at;
+    if (q.job != cur) {
+      flush_journal();
+      cur = q.job;
+    }
+    idx.push_back(q.idx);
+  }
+  flush_journal();
 }
 
 void Scheduler::on_retry_timer(void* ctx) {

@@ -52,6 +52,7 @@
 #include "engine/events.h"
 #include "engine/message.h"
 #include "engine/resolver.h"
+#include "engine/spool.h"
 #include "engine/timer_wheel.h"
 
 namespace ringmail::engine {
@@ -68,6 +69,7 @@ struct RcptEntry {
   uint16_t domain_off = 0;  // offset of the domain inside the address
   uint16_t attempts = 0;
   RcptStatus status = RcptStatus::kQueued;
+  uint32_t retry_at_s = 0;  // next retry, seconds after the batch was accepted (0 = now)
 };
 static_assert(sizeof(RcptEntry) <= 16, "one queued recipient's fixed cost");
 
@@ -78,6 +80,8 @@ struct Job {
   std::vector<RcptEntry> rcpts;
   uint32_t unfinished = 0;  // recipients not final
   uint32_t txns = 0;        // transactions in flight referencing this job
+  uint64_t spool_id = 0;    // its JOB record's id (0: not spooled)
+  std::vector<uint64_t> spool_segs;  // segments holding its records
 
   std::string_view address(const RcptEntry& r) const {
     return std::string_view(addrs).substr(r.addr_off, r.addr_len);
@@ -179,14 +183,18 @@ class Scheduler {
 
   /// Takes ownership of `job` (all its recipients hash to this shard).
   void accept(Job* job);
+  /// Takes the jobs the spool recovered: unfinished recipients go to their
+  /// destination's queue, or wait for their recorded retry time.
+  void accept_recovered(std::vector<RecoveredJob> jobs);
 
   // --- from connections ---------------------------------------------------
   /// The connection's session can take transactions: feed it, or park it
   /// as idle when there is nothing to do.
   void feed(SmtpConnection* c);
   void connection_closed(SmtpConnection* c);
+  /// `tls`: SmtpConnection::tls_summary() (empty: plaintext).
   void record_outcome(const SessionTxn& txn, size_t index, const Outcome& o, std::string_view peer,
-                      std::string_view mx);
+                      std::string_view mx, std::string_view tls);
   void txn_done(SessionTxn& txn);
   void txn_returned(SessionTxn&& txn);
   /// An idle connection's idle time ran out: it will QUIT.
@@ -233,11 +241,11 @@ class Scheduler {
   void bounce_queue(Destination& d, const proto::Reply& why, Stage stage);
   void emit_for(const QItem& q, EventType type, const proto::Reply& why, Stage stage,
                 std::string_view note, std::string_view peer = {}, std::string_view mx = {},
-                bool unknown = false);
+                bool unknown = false, std::string_view tls = {});
   void schedule_retry(Destination& d, std::vector<QItem> items, const std::string& why);
   void retry_due(RetryGroup* g);
   void finalize(Job* job, uint32_t idx);
-  static void maybe_free(Job* job);
+  void maybe_free(Job* job);
   void expire(Destination& d, QItem item, std::string_view last_reply);
   Millis retry_delay(const Destination& d, uint16_t attempts);
   void throttle(Destination& d, SourceState& s, std::string_view reason, bool hold);

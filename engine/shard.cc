@@ -9,6 +9,8 @@
 #include "engine/ingest.h"
 #include "engine/log.h"
 #include "engine/runtime.h"
+#include "engine/submission.h"
+#include "engine/tls.h"
 
 namespace ringmail::engine {
 namespace {
@@ -33,6 +35,13 @@ Shard::~Shard() {
   if (wake_fd_ >= 0) {
     ::close(wake_fd_);
   }
+}
+
+TlsClient& Shard::tls_client() {
+  if (tls_client_ == nullptr) {
+    tls_client_ = std::make_unique<TlsClient>(config().tls);
+  }
+  return *tls_client_;
 }
 
 const Clock& Shard::clock() const {
@@ -70,14 +79,43 @@ void Shard::run() {
       *dns_cache_, clock(), config(), 0x2545F4914F6CDD1Dull * (id_ + 1) ^ clock().wall_ms());
   scheduler_ = std::make_unique<Scheduler>(*this);
   dsn_ = std::make_unique<DsnCollector>(*this);
+  if (config().spool.mode != SpoolMode::kOff) {
+    spool_ = std::make_unique<Spool>(*this);
+    auto recovered = spool_->recover();
+    if (!recovered.ok()) {
+      rt_.shard_started(id_, std::move(recovered).take_error());
+      return;
+    }
+    if (auto st = spool_->start(); !st.ok()) {
+      rt_.shard_started(id_, std::move(st).take_error());
+      return;
+    }
+    stats_.spool_damage.store(spool_->recovered_damage(), std::memory_order_relaxed);
+    spool_->adopt_recovered(*recovered);
+    scheduler_->accept_recovered(std::move(*recovered));
+  }
   event_log_ = std::make_unique<EventLog>(*ring_, rt_.event_file_fd());
   if (id_ == 0 && rt_.ingest_listen_fd() >= 0) {
     ingest_ = std::make_unique<Ingest>(*this, rt_.ingest_listen_fd());
     ingest_->start();
   }
+  // --- submission listeners (engine/submission.h) ---
+  if (id_ == 0 && !rt_.submission_listen_fds().empty()) {
+    auto sub = Submission::create(*this, rt_.submission_listen_fds());
+    if (!sub.ok()) {
+      rt_.shard_started(id_, std::move(sub).take_error());
+      return;
+    }
+    submission_ = std::move(*sub);
+    submission_->start();
+  }
+  // --- end submission listeners ---
   arm_wake();
   rt_.shard_started(id_, ok_result());
   loop();
+  if (spool_ != nullptr) {
+    spool_->close();
+  }
   // Final flush of the event file: wait for the last write.
   for (int i = 0; i < 1000 && !event_log_->idle(); ++i) {
     event_log_->flush();
@@ -85,6 +123,7 @@ void Shard::run() {
     ring_->reap();
   }
   ingest_.reset();
+  submission_.reset();
   // c-ares first: destroying the channel drops its callbacks, so nothing
   // calls into the scheduler while it goes away.
   dns_client_.reset();
@@ -92,6 +131,7 @@ void Shard::run() {
   dns_cache_.reset();
   dsn_.reset();
   scheduler_.reset();
+  spool_.reset();
   event_log_.reset();
   timers_.reset();
   ring_.reset();
@@ -210,6 +250,11 @@ void Shard::loop() {
     if (ingest_ != nullptr) {
       ingest_->flush();
     }
+    if (spool_ != nullptr) {
+      spool_->flush();
+      stats_.spool_segments.store(spool_->segment_count(), std::memory_order_relaxed);
+      stats_.spool_errors.store(spool_->stats().errors, std::memory_order_relaxed);
+    }
     event_log_->flush();
     forward_events();
     flush_outbound();
@@ -219,9 +264,14 @@ void Shard::loop() {
         if (ingest_ != nullptr) {
           ingest_->stop();
         }
+        if (submission_ != nullptr) {
+          submission_->stop();
+        }
         scheduler_->abort_all();
       }
-      if (scheduler_->quiescent() && (ingest_ == nullptr || ingest_->stopped())) {
+      if (scheduler_->quiescent() && (ingest_ == nullptr || ingest_->stopped()) &&
+          (submission_ == nullptr || submission_->stopped()) &&
+          (spool_ == nullptr || spool_->idle() || !spool_->healthy())) {
         break;
       }
     }

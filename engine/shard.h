@@ -31,6 +31,7 @@
 #include "engine/resolver.h"
 #include "engine/ring.h"
 #include "engine/scheduler.h"
+#include "engine/spool.h"
 #include "engine/spsc_ring.h"
 #include "engine/timer_wheel.h"
 
@@ -39,6 +40,8 @@ namespace ringmail::engine {
 class Runtime;
 class Shard;
 class Ingest;
+class Submission;  // engine/submission.h
+class TlsClient;   // engine/tls.h
 
 struct ShardMsg {
   void (*fn)(Shard& shard, void* p, uint64_t a);
@@ -65,6 +68,9 @@ struct ShardStats {
   std::atomic<uint64_t> transactions{0};
   std::atomic<uint64_t> unknown_outcomes{0};
   std::atomic<uint64_t> dropped{0};
+  std::atomic<uint64_t> spool_damage{0};    // damaged records or segments found at recovery
+  std::atomic<uint64_t> spool_segments{0};  // segment files in use
+  std::atomic<uint64_t> spool_errors{0};    // failed writes or fsyncs
 };
 
 class Shard {
@@ -84,8 +90,15 @@ class Shard {
   Runtime& runtime() { return rt_; }
   Scheduler& scheduler() { return *scheduler_; }
   RouteResolver& resolver() { return *route_resolver_; }
+  /// The spool, or null when spool.mode = "off".
+  Spool* spool() { return spool_.get(); }
   DnsClient& dns() { return *dns_client_; }
   Ingest* ingest() { return ingest_.get(); }
+  /// The submission listeners (shard 0 only, when configured), or null.
+  Submission* submission() { return submission_.get(); }
+  /// This shard's client TLS state (context, session cache); created on
+  /// first use.
+  TlsClient& tls_client();
   /// Sends a message to shard `dst` (may be this shard: it runs on the next
   /// loop iteration, never re-entrantly).
   void post(uint32_t dst, ShardMsg msg);
@@ -133,8 +146,11 @@ class Shard {
   std::unique_ptr<RouteResolver> route_resolver_;
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<DsnCollector> dsn_;
+  std::unique_ptr<Spool> spool_;
   std::unique_ptr<EventLog> event_log_;
   std::unique_ptr<Ingest> ingest_;
+  std::unique_ptr<Submission> submission_;
+  std::unique_ptr<TlsClient> tls_client_;
   std::deque<ShardMsg> local_;
   std::vector<std::deque<ShardMsg>> overflow_;  // per destination shard
   std::vector<uint8_t> wake_pending_;           // per destination shard

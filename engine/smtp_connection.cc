@@ -40,7 +40,8 @@ SmtpConnection::SmtpConnection(Shard& shard, Scheduler& scheduler, Destination* 
       reply_timer_(&SmtpConnection::on_reply_timer, this),
       send_timer_(&SmtpConnection::on_send_timer, this),
       idle_timer_(&SmtpConnection::on_idle_timer, this),
-      connect_timer_(&SmtpConnection::on_connect_timer, this) {
+      connect_timer_(&SmtpConnection::on_connect_timer, this),
+      tls_timer_(&SmtpConnection::on_tls_timer, this) {
   connect_op_ = {};
   connect_op_.conn = this;
   connect_op_.fn = &SmtpConnection::on_connect;
@@ -67,6 +68,11 @@ void SmtpConnection::new_session() {
   o.chunking = dc.chunking;
   o.max_pipelined_txns = dc.max_pipelined_txns;
   o.max_txns = dest_->shaping.max_msgs_per_conn;
+  o.tls = dest_->shaping.tls;
+  o.implicit_tls = dest_->shaping.implicit_tls;
+  o.auth_user = dest_->shaping.auth_user;
+  o.auth_password = dest_->shaping.auth_password;
+  o.auth_plaintext = dest_->shaping.auth_plaintext;
   session_.emplace(std::move(o), this);
   seen_wait_gen_ = 0;
 }
@@ -82,6 +88,15 @@ void SmtpConnection::start() {
 // Precondition: no socket, no outstanding operation.
 void SmtpConnection::connect_next() {
   state_ = State::kConnecting;
+  tls_summary_.clear();
+  tls_session_saved_ = false;
+  wire_.clear();  // no operation is outstanding here
+  wire_sent_ = 0;
+  plaintext_only_ = retry_plain_;
+  if (retry_plain_) {
+    retry_plain_ = false;
+    --next_host_;  // the same address again, without STARTTLS
+  }
   if (next_host_ >= candidates_.size()) {
     in_session_call_ = true;
     session_->on_connect_failed(last_connect_error_.empty() ? "no host to connect to"
@@ -93,6 +108,11 @@ void SmtpConnection::connect_next() {
   const Candidate& ep = candidates_[next_host_++];
   peer_ = format_sockaddr(ep.addr);
   mx_ = ep.mx;
+  if (dest_->shaping.tls == TlsPolicy::kOpportunistic && !dest_->shaping.implicit_tls &&
+      (plaintext_only_ ||
+       shard_.tls_client().plaintext_only(fallback_key(), shard_.clock().now()))) {
+    session_->set_tls_policy(TlsPolicy::kNone);
+  }
   fd_ = ::socket(ep.addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
   if (fd_ < 0) {
     last_connect_error_ = "socket(): " + std::string(std::strerror(errno));
@@ -154,6 +174,12 @@ void SmtpConnection::on_connect(int res, uint32_t /*flags*/) {
     return;
   }
   state_ = State::kOpen;
+  if (dest_->shaping.implicit_tls) {
+    arm_recv();
+    start_tls();  // the session hears of the connection once TLS is up
+    after_session();
+    return;
+  }
   in_session_call_ = true;
   session_->on_connected();
   in_session_call_ = false;
@@ -183,23 +209,222 @@ void SmtpConnection::arm_recv() {
 
 void SmtpConnection::on_recv(int res, uint32_t /*flags*/) {
   recv_armed_ = false;
-  in_session_call_ = true;
-  if (res > 0) {
+  if (res > 0 && tls_ != nullptr) {
+    tls_->feed(std::span<const char>(rbuf_, static_cast<size_t>(res)));
+    if (tls_handshaking_) {
+      continue_handshake();
+    } else {
+      read_plaintext();
+    }
+  } else if (res > 0) {
+    in_session_call_ = true;
     session_->on_data(std::span<const char>(rbuf_, static_cast<size_t>(res)));
-  } else if (res == 0) {
-    session_->on_closed("closed by the server");
+    in_session_call_ = false;
+    if (session_->phase() == DeliverySession::Phase::kTlsHandshake) {
+      start_tls();
+    }
+  } else if (tls_handshaking_) {
+    tls_failed(res == 0 ? "the server closed the connection during the handshake"
+                        : std::string("during the handshake: ") + std::strerror(-res));
   } else {
-    session_->on_closed(std::strerror(-res));
+    in_session_call_ = true;
+    session_->on_closed(res == 0 ? "closed by the server" : std::strerror(-res));
+    in_session_call_ = false;
   }
-  in_session_call_ = false;
   if (res > 0) {
     arm_recv();
   }
   after_session();
 }
 
+// ---------------------------------------------------------------------------
+// TLS
+
+std::string SmtpConnection::session_key() const {
+  // Verified and unverified sessions never mix: resuming skips the
+  // certificate check, so a session is only reused under the policy that
+  // made it.
+  return dest_->domain + "|" + mx_ + (dest_->shaping.tls == TlsPolicy::kVerify ? "|v" : "|-");
+}
+
+std::string SmtpConnection::fallback_key() const {
+  return mx_ + "|" + peer_;
+}
+
+void SmtpConnection::start_tls() {
+  TlsClient& tc = shard_.tls_client();
+  auto ctx = tc.context();
+  if (!ctx.ok()) {
+    tls_failed(ctx.error().message);
+    return;
+  }
+  TlsChannel::ClientParams p;
+  p.server_name = mx_;
+  p.verify = dest_->shaping.tls == TlsPolicy::kVerify;
+  if (tc.resumption()) {
+    p.resume = tc.find_session(session_key());
+  }
+  auto ch = TlsChannel::client(**ctx, p);
+  if (!ch.ok()) {
+    tls_failed(ch.error().message);
+    return;
+  }
+  tls_ = std::move(*ch);
+  tls_handshaking_ = true;
+  shard_.timers().schedule(&tls_timer_, shard_.clock().now() + tc.handshake_timeout());
+  continue_handshake();
+}
+
+void SmtpConnection::continue_handshake() {
+  TlsChannel::Status st = tls_->handshake();
+  if (st == TlsChannel::Status::kWant) {
+    flush();
+    return;
+  }
+  if (st != TlsChannel::Status::kDone) {
+    std::string why = tls_->error();
+    shard_.tls_client().drop_session(session_key());
+    tls_failed(why);
+    return;
+  }
+  tls_handshaking_ = false;
+  tls_timer_.cancel();
+  tls_summary_ = tls_->summary();
+  RM_LOG_DEBUG("TLS with %s (%s): %s%s", mx_.c_str(), peer_.c_str(), tls_summary_.c_str(),
+               tls_->resumed() ? " (resumed)" : "");
+  in_session_call_ = true;
+  if (session_->phase() == DeliverySession::Phase::kConnecting) {
+    session_->on_connected();  // implicit TLS
+  } else {
+    session_->on_tls_established();
+  }
+  in_session_call_ = false;
+  read_plaintext();  // records that came with the server's last handshake flight
+  flush();
+}
+
+void SmtpConnection::tls_failed(const std::string& what) {
+  tls_handshaking_ = false;
+  tls_timer_.cancel();
+  in_session_call_ = true;
+  session_->on_tls_failed("with " + mx_ + " (" + peer_ + "): " + what);
+  in_session_call_ = false;
+}
+
+void SmtpConnection::read_plaintext() {
+  // The receive buffer doubles as the plaintext buffer: its bytes were
+  // copied into the channel, and the next receive is armed only after this.
+  RM_ASSERT(!recv_armed_);
+  while (tls_ != nullptr && !tls_handshaking_ && !session_->done()) {
+    size_t n = 0;
+    TlsChannel::Status st = tls_->read(std::span<char>(rbuf_, kRecvBuf), &n);
+    if (st == TlsChannel::Status::kWant) {
+      return;
+    }
+    in_session_call_ = true;
+    if (st == TlsChannel::Status::kDone) {
+      save_tls_session();
+      session_->on_data(std::span<const char>(rbuf_, n));
+    } else {
+      session_->on_closed(st == TlsChannel::Status::kClosed ? "closed by the server (TLS)"
+                                                            : tls_->error());
+    }
+    in_session_call_ = false;
+    if (st != TlsChannel::Status::kDone) {
+      return;
+    }
+  }
+}
+
+void SmtpConnection::save_tls_session() {
+  // After the first application data: a TLS 1.3 server sends its session
+  // ticket right after the handshake, so by now it has been processed.
+  if (tls_session_saved_) {
+    return;
+  }
+  tls_session_saved_ = true;
+  TlsClient& tc = shard_.tls_client();
+  if (tc.resumption() && !tls_->resumed()) {
+    tc.store_session(session_key(), tls_->session());
+  }
+}
+
+bool SmtpConnection::encrypt_pending() {
+  size_t budget = TlsChannel::kMaxWriteBatch;
+  while (budget > 0) {
+    if (inflight_.done()) {
+      if (session_->out().empty()) {
+        break;
+      }
+      session_->out().take(&inflight_);
+    }
+    size_t taken = 0;
+    for (const iovec& v : inflight_.iov()) {
+      size_t n = std::min(budget, v.iov_len);
+      auto st = tls_->write(std::span<const char>(static_cast<const char*>(v.iov_base), n));
+      if (st != TlsChannel::Status::kDone) {
+        tls_error_ = tls_->error();
+        shard_.timers().schedule(&tls_timer_, shard_.clock().now());
+        return false;
+      }
+      taken += n;
+      budget -= n;
+      if (n < v.iov_len || budget == 0) {
+        break;
+      }
+    }
+    inflight_.advance(taken);
+  }
+  return true;
+}
+
+void SmtpConnection::flush_tls() {
+  if (wire_sent_ == wire_.size()) {
+    wire_.clear();
+    wire_sent_ = 0;
+    if (!tls_handshaking_ && tls_error_.empty() && !encrypt_pending()) {
+      return;
+    }
+    tls_->take_output(&wire_);
+    if (wire_.empty()) {
+      send_timer_.cancel();
+      return;
+    }
+  }
+  send_is_wire_ = true;
+  sending_ = true;
+  ++ops_;
+  shard_.ring().send(fd_, wire_.data() + wire_sent_, wire_.size() - wire_sent_, MSG_NOSIGNAL,
+                     &send_op_);
+  shard_.timers().schedule(&send_timer_,
+                           shard_.clock().now() + shard_.config().delivery.timeouts.data_block);
+}
+
+void SmtpConnection::on_tls_timer(void* self) {
+  auto* c = static_cast<SmtpConnection*>(self);
+  if (c->state_ != State::kOpen) {
+    return;
+  }
+  if (!c->tls_error_.empty()) {
+    std::string why = std::move(c->tls_error_);
+    c->tls_error_.clear();
+    c->in_session_call_ = true;
+    c->session_->on_closed(why);
+    c->in_session_call_ = false;
+  } else if (c->tls_handshaking_) {
+    c->tls_failed("handshake not completed within " +
+                  std::to_string(c->shard_.tls_client().handshake_timeout().count()) +
+                  "ms (tls.handshake_timeout)");
+  }
+  c->after_session();
+}
+
 void SmtpConnection::flush() {
   if (sending_ || fd_ < 0 || state_ != State::kOpen) {
+    return;
+  }
+  if (tls_ != nullptr) {
+    flush_tls();
     return;
   }
   if (inflight_.done()) {
@@ -214,6 +439,7 @@ void SmtpConnection::flush() {
   std::memset(&msg, 0, sizeof msg);
   msg.msg_iov = const_cast<iovec*>(iov.data());
   msg.msg_iovlen = iov.size();
+  send_is_wire_ = false;
   sending_ = true;
   ++ops_;
   shard_.ring().sendmsg(fd_, &msg, MSG_NOSIGNAL, &send_op_);
@@ -230,7 +456,11 @@ void SmtpConnection::on_send(int res, uint32_t /*flags*/) {
     after_session();
     return;
   }
-  inflight_.advance(static_cast<size_t>(res));
+  if (send_is_wire_) {
+    wire_sent_ += static_cast<size_t>(res);
+  } else {
+    inflight_.advance(static_cast<size_t>(res));
+  }
   after_session();
 }
 
@@ -250,6 +480,8 @@ Millis SmtpConnection::timeout_for(DeliverySession::Wait w) const {
     case DeliverySession::Wait::kGreeting:
       return t.greeting;
     case DeliverySession::Wait::kEhlo:
+    case DeliverySession::Wait::kStartTls:
+    case DeliverySession::Wait::kAuth:
       return t.ehlo;
     case DeliverySession::Wait::kMail:
       return t.mail;
@@ -283,6 +515,23 @@ void SmtpConnection::after_session() {
   }
   DeliverySession& s = *session_;
   if (s.done()) {
+    if (s.plaintext_retry_wanted() && !plaintext_only_ && s.txns_started() == 0) {
+      // Opportunistic TLS failed: the same address again in plaintext
+      // (RFC 7435), remembered so the next connections skip STARTTLS.
+      RM_LOG_INFO("%s; retrying %s without TLS",
+                  s.last_error() ? s.last_error()->summary().c_str() : "TLS failed", peer_.c_str());
+      shard_.tls_client().remember_plaintext(fallback_key(), shard_.clock().now());
+      retry_plain_ = true;
+      state_ = State::kResetting;
+      close_socket();
+      maybe_finish();
+      return;
+    }
+    if (s.failure_stage() == Stage::kAuth && s.last_error()) {
+      // R26: a refused login is a configuration problem; say so loudly.
+      RM_LOG_WARN("AUTH as %s to %s (%s) failed: %s", dest_->shaping.auth_user.c_str(), mx_.c_str(),
+                  peer_.c_str(), s.last_error()->summary().c_str());
+    }
     if (!working_ && s.failed_before_ready() && next_host_ < candidates_.size() &&
         s.txns_started() == 0) {
       // The greeting or EHLO was refused: RFC 5321 5.1 says try the next
@@ -295,6 +544,7 @@ void SmtpConnection::after_session() {
     }
     failed_before_ready_ = s.failed_before_ready() && !working_;
     failure_ = s.last_error();
+    failure_stage_ = s.failure_stage();
     begin_teardown();
     return;
   }
@@ -373,6 +623,10 @@ void SmtpConnection::close_socket() {
   reply_timer_.cancel();
   send_timer_.cancel();
   connect_timer_.cancel();
+  tls_timer_.cancel();
+  tls_.reset();
+  tls_handshaking_ = false;
+  tls_error_.clear();  // wire_ may still be read by a send being cancelled: kept until reuse
   if (fd_ >= 0) {
     if (recv_armed_) {
       ++ops_;
@@ -386,8 +640,12 @@ void SmtpConnection::close_socket() {
       ++ops_;
       shard_.ring().cancel(&connect_op_, &cancel_op_);
     }
-    // The kernel keeps its own file reference for in-flight operations;
-    // closing here is safe, their CQEs still arrive (cancelled).
+    // The kernel takes its own file reference for an operation only when it
+    // is submitted: submit first, so an operation queued for this socket in
+    // this loop iteration cannot land on a new socket that reuses the
+    // number (c-ares' next UDP socket, another SMTP connection). After
+    // that, closing is safe; their CQEs still arrive (cancelled).
+    shard_.ring().submit();
     ::close(fd_);
     fd_ = -1;
   }
@@ -426,7 +684,7 @@ void SmtpConnection::on_cancel(int /*res*/, uint32_t /*flags*/) {}
 void SmtpConnection::on_close(int /*res*/, uint32_t /*flags*/) {}
 
 void SmtpConnection::on_rcpt_outcome(const SessionTxn& txn, size_t index, const Outcome& outcome) {
-  scheduler_.record_outcome(txn, index, outcome, peer_, mx_);
+  scheduler_.record_outcome(txn, index, outcome, peer_, mx_, tls_summary_);
 }
 
 void SmtpConnection::on_txn_done(SessionTxn& txn) {

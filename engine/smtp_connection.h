@@ -8,6 +8,20 @@
 /// trickling bytes cannot stretch it), the send-progress deadline
 /// (data_block) and the idle deadline for a parked connection.
 ///
+/// TLS (engine/tls.h): when the session asks for a handshake after
+/// STARTTLS, or right after connect for implicit TLS (Shaping::implicit_tls),
+/// a TlsChannel is put between the socket and the session. Received
+/// ciphertext is fed to the channel and decrypted into the receive buffer
+/// (the armed receive never overlaps this: it is re-armed afterwards);
+/// the session's plaintext output is encrypted in batches of at most
+/// TlsChannel::kMaxWriteBatch bytes and the ciphertext goes out with the
+/// same one-send-in-flight rule. The handshake has its own deadline
+/// (tls.handshake_timeout). SNI and verification use the MX host name;
+/// sessions are resumed per (destination, MX host) from the shard's
+/// TlsClient cache. An opportunistic handshake that fails is retried once
+/// on a new plaintext connection to the same address, and the address is
+/// remembered as plaintext-only for TlsClient::kFallbackMemory.
+///
 /// Lifetime: created by the Scheduler, owned by itself. When the session is
 /// done or fails it cancels its operations, closes the socket, waits for
 /// every outstanding CQE, tells the scheduler and deletes itself.
@@ -17,6 +31,7 @@
 #include <sys/socket.h>
 #include <cstdint>
 
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -24,6 +39,7 @@
 #include "engine/resolver.h"
 #include "engine/ring.h"
 #include "engine/timer_wheel.h"
+#include "engine/tls.h"
 
 namespace ringmail::engine {
 
@@ -61,6 +77,10 @@ class SmtpConnection final : public SessionObserver {
   void abort(std::string_view why);
   const std::string& peer() const { return peer_; }
   const std::string& mx() const { return mx_; }
+  /// "TLSv1.3 TLS_AES_256_GCM_SHA384" while TLS is up; empty in plaintext.
+  const std::string& tls_summary() const { return tls_summary_; }
+  /// For a connection that failed before ready: kTls, kAuth or kConnect.
+  Stage failure_stage() const { return failure_stage_; }
 
   // SessionObserver
   void on_rcpt_outcome(const SessionTxn& txn, size_t index, const Outcome& outcome) override;
@@ -93,7 +113,21 @@ class SmtpConnection final : public SessionObserver {
   static void on_send_timer(void* self);
   static void on_idle_timer(void* self);
   static void on_connect_timer(void* self);
+  static void on_tls_timer(void* self);
   Millis timeout_for(DeliverySession::Wait w) const;
+  // TLS
+  void start_tls();
+  void continue_handshake();
+  void tls_failed(const std::string& what);
+  /// Decrypts and feeds the session until TLS wants more input.
+  void read_plaintext();
+  /// Encrypts up to one batch of the session's output. False on a TLS
+  /// error (reported through tls_timer_, never re-entrantly).
+  bool encrypt_pending();
+  void flush_tls();
+  void save_tls_session();
+  std::string session_key() const;   // resumption cache key
+  std::string fallback_key() const;  // plaintext-fallback memory key
 
   Shard& shard_;
   Scheduler& scheduler_;
@@ -124,10 +158,21 @@ class SmtpConnection final : public SessionObserver {
   bool parked_ = false;
   bool in_session_call_ = false;
   std::optional<proto::Reply> failure_;
+  Stage failure_stage_ = Stage::kConnect;
   uint64_t seen_wait_gen_ = 0;
   SendBatch inflight_;
   msghdr send_msg_{};
-  Timer reply_timer_, send_timer_, idle_timer_, connect_timer_;
+  Timer reply_timer_, send_timer_, idle_timer_, connect_timer_, tls_timer_;
+  std::unique_ptr<TlsChannel> tls_;
+  bool tls_handshaking_ = false;
+  bool retry_plain_ = false;     // the next connect_next(): same host, no STARTTLS
+  bool plaintext_only_ = false;  // this attempt is that plaintext retry
+  bool tls_session_saved_ = false;
+  bool send_is_wire_ = false;  // the send in flight is ciphertext from wire_
+  std::string tls_summary_;
+  std::string tls_error_;  // a TLS write failure, reported by tls_timer_
+  std::string wire_;       // ciphertext being sent
+  size_t wire_sent_ = 0;
   static constexpr size_t kRecvBuf = 16 * 1024;
   char rbuf_[kRecvBuf];
 };

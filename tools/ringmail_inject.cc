@@ -49,6 +49,8 @@ struct Options {
   std::string events_out;
   std::string id_prefix;
   bool retry_busy = true;
+  std::string acked_out;
+  std::string rcpt_prefix = "user";
 };
 
 void usage(FILE* f) {
@@ -70,7 +72,10 @@ void usage(FILE* f) {
                "  --timeout S        give up waiting after S seconds (default 300)\n"
                "  --events-out FILE  write received event lines to FILE\n"
                "  --json             print a JSON summary line at the end\n"
-               "  --no-retry-busy    report try-later answers instead of sending those batches\n"
+               "  --acked-out FILE   append every accepted recipient to FILE when its batch is\n"
+      "                     acknowledged (crash tests compare it with what arrived)\n"
+      "  --rcpt-prefix STR  local part prefix of generated recipients (default user)\n"
+      "  --no-retry-busy    report try-later answers instead of sending those batches\n"
                "                     again (by default they are resent, backing off 50 ms to 2 s)\n"
                "  --quiet            no per-batch rejection lines\n");
 }
@@ -158,6 +163,10 @@ bool parse_args(int argc, char** argv, Options* o) {
       o->timeout_s = std::stod(v);
     } else if (a == "--events-out") {
       o->events_out = v;
+    } else if (a == "--acked-out") {
+      o->acked_out = v;
+    } else if (a == "--rcpt-prefix") {
+      o->rcpt_prefix = v;
     } else {
       std::fprintf(stderr, "ringmail-inject: unknown option %s\n", a.c_str());
       return false;
@@ -309,6 +318,25 @@ int main(int argc, char** argv) {
   uint64_t finished = 0, next = 0, busy_streak = 0;
   std::string generated;
   std::vector<std::string> gen_rcpts;
+  FILE* acked_out = o.acked_out.empty() ? nullptr : std::fopen(o.acked_out.c_str(), "a");
+  auto recipients_of = [&](uint64_t i) {
+    std::vector<std::string> rs;
+    if (o.eml.empty()) {
+      for (uint32_t k = 0; k < o.batch; ++k) {
+        uint64_t n = i * o.batch + k;
+        std::string dom = o.domains > 1 ? "d" + std::to_string(n % o.domains) + "." + o.domain
+                                        : o.domain;
+        rs.push_back(o.rcpt_prefix + std::to_string(n) + "@" + dom);
+      }
+    } else {
+      size_t first = i * o.batch;
+      size_t last = std::min(o.rcpts.size(), first + o.batch);
+      for (size_t k = first; k < last; ++k) {
+        rs.push_back(o.rcpts[k]);
+      }
+    }
+    return rs;
+  };
   auto build = [&](uint64_t i) {
     ringmail::proto::BatchView b;
     std::string id = o.id_prefix + std::to_string(i);
@@ -323,7 +351,7 @@ int main(int argc, char** argv) {
         uint64_t n = i * o.batch + k;
         std::string dom =
             o.domains > 1 ? "d" + std::to_string(n % o.domains) + "." + o.domain : o.domain;
-        gen_rcpts.push_back("user" + std::to_string(n) + "@" + dom);
+        gen_rcpts.push_back(o.rcpt_prefix + std::to_string(n) + "@" + dom);
       }
       for (const auto& r : gen_rcpts) {
         b.recipients.push_back(r);
@@ -354,6 +382,18 @@ int main(int argc, char** argv) {
     }
     busy_streak = 0;
     ++finished;
+    if (acked_out != nullptr && ack.status == ringmail::proto::AckStatus::kAccepted) {
+      std::vector<std::string> rs = recipients_of(p.index);
+      size_t rej = 0;
+      for (uint32_t k = 0; k < rs.size(); ++k) {
+        if (rej < ack.rejections.size() && ack.rejections[rej].index == k) {
+          ++rej;
+          continue;
+        }
+        std::fprintf(acked_out, "%s\n", rs[k].c_str());
+      }
+      std::fflush(acked_out);
+    }
   };
   handle_ack = on_ack_status;
   while (finished < o.count) {

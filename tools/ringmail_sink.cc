@@ -10,6 +10,7 @@
 // for the magic envelope local parts.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -256,6 +257,15 @@ int run_sink(SinkOptions options) {
     return 1;
   }
   SinkShared shared(options);
+  if (!options.rcpt_log.empty()) {
+    shared.rcpt_log_fd =
+        ::open(options.rcpt_log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (shared.rcpt_log_fd < 0) {
+      std::fprintf(stderr, "ringmail-sink: --rcpt-log %s: %s\n", options.rcpt_log.c_str(),
+                   std::strerror(errno));
+      return 1;
+    }
+  }
   Workers workers;
   for (unsigned t = 0; t < options.threads; ++t) {
     workers.push_back(std::make_unique<Worker>(shared, t, std::move((*fds)[t])));

@@ -218,6 +218,18 @@ void SinkConnection::finish_message(const Verdict& v) {
         session_.respond(451, "4.3.0 Error: cannot write the dump file");
         return;
       }
+      if (worker_.shared().rcpt_log_fd >= 0) {
+        std::string lines;
+        for (const proto::Recipient& r : tx.recipients) {
+          append_path(lines, r.mailbox);
+          lines.push_back('\n');
+        }
+        if (!write_all(worker_.shared().rcpt_log_fd, lines)) {
+          bump(st.deferred);
+          session_.respond(451, "4.3.0 Error: cannot write the recipient log");
+          return;
+        }
+      }
       bump(st.recipients, tx.recipients.size());
       // Release: a reader that sees this message sees its recipients.
       st.messages.store(st.messages.load(std::memory_order_relaxed) + 1, std::memory_order_release);

@@ -72,6 +72,9 @@ Reports:
   --stats-file FILE         stats JSON, rewritten atomically every
                             --stats-interval-ms (default 200) when it changed,
                             and at exit
+  --rcpt-log FILE           append every accepted recipient to FILE, one per line,
+                            before the message is answered (crash tests count
+                            deliveries per recipient with it)
   --dump-dir DIR            write each accepted message to DIR/<n>.eml, after
                             X-Sink-Mail-From: and X-Sink-Rcpt-To: lines
   -h, --help                this text
@@ -224,6 +227,7 @@ constexpr ValueOption kValueOptions[] = {
     {"--stats-file", &text<&O::stats_file>},
     {"--stats-interval-ms", &number<&O::stats_interval_ms, 1>},
     {"--dump-dir", &text<&O::dump_dir>},
+    {"--rcpt-log", &text<&O::rcpt_log>},
     {"--hostname", &hostname},
     {"--bare-line", &bare_line},
     {"--max-message", &number<&O::max_message>},

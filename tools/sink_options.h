@@ -41,6 +41,7 @@ struct SinkOptions {
   std::string stats_file;  // --stats-file: stats JSON, written atomically
   uint32_t stats_interval_ms = 200;
   std::string dump_dir;  // --dump-dir: accepted messages as <n>.eml
+  std::string rcpt_log;  // --rcpt-log: one line per accepted recipient, appended
 
   // What the sink advertises and accepts.
   std::string hostname = "localhost";

@@ -71,6 +71,7 @@ struct SinkShared {
   std::atomic<uint32_t> active_sessions{0};
   /// Last --dump-dir file number handed out.
   std::atomic<uint64_t> dump_seq{0};
+  int rcpt_log_fd = -1;  // --rcpt-log, O_APPEND: each line one write
   SeenAddresses seen;
 };
 

@@ -82,18 +82,10 @@ class Child {
   /// Waits for the child to exit (up to `timeout`); returns its exit code,
   /// or -1 when it did not exit normally in time.
   int wait(milliseconds timeout = milliseconds(60'000)) {
-    int st = 0;
-    bool done = eventually(
-        [&] {
-          pid_t r = ::waitpid(pid_, &st, WNOHANG);
-          return r == pid_;
-        },
-        timeout);
-    if (!done) {
+    if (pid_ > 0 && !eventually([&] { return !running(); }, timeout)) {
       return -1;
     }
-    pid_ = -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return exit_code_;
   }
 
   int terminate(int sig = SIGTERM, milliseconds timeout = milliseconds(30'000)) {
@@ -104,12 +96,18 @@ class Child {
     return wait(timeout);
   }
 
+  /// False once the child has exited; the exit is reaped and remembered.
   bool running() {
     if (pid_ <= 0) {
       return false;
     }
     int st = 0;
-    return ::waitpid(pid_, &st, WNOHANG) == 0;
+    if (::waitpid(pid_, &st, WNOHANG) != pid_) {
+      return true;
+    }
+    pid_ = -1;
+    exit_code_ = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return false;
   }
   std::string out() const { return read_file(out_).value_or(""); }
   std::string err() const { return read_file(err_).value_or(""); }
@@ -117,6 +115,7 @@ class Child {
 
  private:
   pid_t pid_ = -1;
+  int exit_code_ = -1;
   std::string out_, err_;
 };
 
@@ -195,11 +194,15 @@ class EventCollector {
 /// Starts an in-process Engine from TOML (no socket unless the TOML sets
 /// one) and subscribes a collector.
 struct EmbeddedEngine {
-  std::unique_ptr<Engine> engine;
+  // The collector outlives the engine: shutdown may still emit events.
   EventCollector events;
+  std::unique_ptr<Engine> engine;
 
   Result<void> start(const std::string& toml, const engine::Clock* clock = nullptr) {
     std::string base = "[ingest]\nsocket = \"\"\n[events]\nfile = \"\"\n";
+    if (toml.find("[spool]") == std::string::npos) {
+      base += "[spool]\nmode = \"off\"\n";  // tests of durability say so explicitly
+    }
     auto cfg = engine::parse_config(merge(base, toml), "test.toml");
     if (!cfg.ok()) {
       return std::move(cfg).take_error();

@@ -100,6 +100,13 @@ class SessionTest : public ::testing::Test {
     ASSERT_EQ(s_->phase(), DeliverySession::Phase::kReady);
   }
 
+  /// Greeting and EHLO without requiring the session to become ready.
+  void greet_without_ready(std::string_view ehlo_reply) {
+    reply("220 mx.example ESMTP\r\n");
+    EXPECT_EQ(sent(), "EHLO client.example\r\n");
+    reply(ehlo_reply);
+  }
+
   std::vector<std::string> storage_;
   Recorder rec_;
   std::optional<DeliverySession> s_;
@@ -405,6 +412,264 @@ TEST_F(SessionTest, WaitGenerationChangesOncePerWait) {
   EXPECT_EQ(s_->wait_generation(), g0);  // trickled bytes do not extend the deadline
   reply(".example\r\n220 ok\r\n");
   EXPECT_NE(s_->wait_generation(), g0);
+}
+
+// ---------------------------------------------------------------------------
+// STARTTLS (RFC 3207) and AUTH (RFC 4954), scripted.
+
+constexpr std::string_view kEhloTls =
+    "250-mx.example\r\n250-PIPELINING\r\n250-CHUNKING\r\n250-SIZE 100000\r\n"
+    "250 STARTTLS\r\n";
+// What the server says after TLS: no PIPELINING, no CHUNKING, AUTH offered.
+constexpr std::string_view kEhloAfterTls =
+    "250-mx.example\r\n250-SIZE 200000\r\n250 AUTH PLAIN LOGIN\r\n";
+
+class TlsSessionTest : public SessionTest {
+ protected:
+  DeliverySession::Options tls_options(TlsPolicy p) {
+    DeliverySession::Options o;
+    o.tls = p;
+    return o;
+  }
+  /// Greeting and EHLO with STARTTLS offered; expects STARTTLS to be sent.
+  void to_starttls(std::string_view ehlo = kEhloTls) {
+    reply("220 mx.example ESMTP\r\n");
+    EXPECT_EQ(sent(), "EHLO client.example\r\n");
+    reply(ehlo);
+    EXPECT_EQ(sent(), "STARTTLS\r\n");  // alone: never pipelined with anything
+    EXPECT_EQ(s_->phase(), DeliverySession::Phase::kStartTls);
+    EXPECT_EQ(s_->wait(), DeliverySession::Wait::kStartTls);
+  }
+  void feed_whole(std::string_view bytes) { s_->on_data(std::span<const char>(bytes)); }
+};
+
+TEST_F(TlsSessionTest, StartTlsThenEhloAgainUsingOnlyPostTlsCapabilities) {
+  make(tls_options(TlsPolicy::kOpportunistic));
+  to_starttls();
+  reply("220 2.0.0 ready\r\n");
+  EXPECT_EQ(s_->phase(), DeliverySession::Phase::kTlsHandshake);
+  EXPECT_EQ(s_->wait(), DeliverySession::Wait::kNone);  // the driver times the handshake
+  EXPECT_EQ(sent(), "");
+  s_->on_tls_established();
+  EXPECT_TRUE(s_->tls_active());
+  EXPECT_EQ(sent(), "EHLO client.example\r\n");  // RFC 3207 4.2: ask again
+  reply(kEhloAfterTls);
+  ASSERT_EQ(s_->phase(), DeliverySession::Phase::kReady);
+  // Pre-TLS PIPELINING and CHUNKING are forgotten: one command at a time, DATA.
+  EXPECT_FALSE(s_->caps().pipelining);
+  EXPECT_FALSE(s_->caps().chunking);
+  EXPECT_FALSE(s_->caps().starttls);
+  EXPECT_EQ(s_->caps().size_limit, 200000u);
+  auto m = message();
+  s_->add_txn(txn(m, {0}, 1));
+  EXPECT_EQ(sent(), "MAIL FROM:<s@example.com> SIZE=" + std::to_string(m->size()) + "\r\n");
+  reply("250 ok\r\n");
+  EXPECT_EQ(sent(), "RCPT TO:<a@example.org>\r\n");
+  reply("250 ok\r\n");
+  EXPECT_EQ(sent(), "DATA\r\n");
+}
+
+TEST_F(TlsSessionTest, ReplyQueuedBehindThe220IsResponseInjection) {
+  make(tls_options(TlsPolicy::kRequired));
+  to_starttls();
+  // A man in the middle appends a reply before the handshake (NO STARTTLS).
+  feed_whole("220 2.0.0 ready\r\n250-mx.example\r\n250 AUTH PLAIN\r\n");
+  EXPECT_TRUE(s_->done());
+  EXPECT_TRUE(s_->failed_before_ready());
+  EXPECT_EQ(s_->failure_stage(), Stage::kTls);
+  EXPECT_FALSE(s_->plaintext_retry_wanted());  // required: no plaintext
+  ASSERT_TRUE(s_->last_error().has_value());
+  EXPECT_EQ(s_->last_error()->code, 451);
+  EXPECT_NE(s_->last_error()->text.find("response injection"), std::string::npos);
+  EXPECT_EQ(sent(), "");  // nothing more is said on a tampered connection
+}
+
+TEST_F(TlsSessionTest, InjectionUnderOpportunisticAsksForAPlaintextConnection) {
+  make(tls_options(TlsPolicy::kOpportunistic));
+  to_starttls();
+  feed_whole("220 ready\r\n250 injected\r\n");
+  EXPECT_TRUE(s_->done());
+  EXPECT_TRUE(s_->plaintext_retry_wanted());
+  EXPECT_FALSE(s_->tls_active());
+}
+
+TEST_F(TlsSessionTest, RequiredWithoutStartTlsDefersAndQuits) {
+  make(tls_options(TlsPolicy::kRequired));
+  greet_without_ready(kEhloPipe);
+  EXPECT_EQ(sent(), "QUIT\r\n");
+  EXPECT_EQ(s_->phase(), DeliverySession::Phase::kQuitting);
+  EXPECT_EQ(s_->failure_stage(), Stage::kTls);
+  ASSERT_TRUE(s_->last_error().has_value());
+  EXPECT_EQ(s_->last_error()->code, 451);
+  EXPECT_EQ(s_->last_error()->enhanced.str(), "4.7.4");
+  reply("221 bye\r\n");
+  EXPECT_TRUE(s_->done());
+  EXPECT_TRUE(s_->failed_before_ready());
+  EXPECT_EQ(s_->last_error()->enhanced.str(), "4.7.4");  // not the 221
+}
+
+TEST_F(TlsSessionTest, VerifyWithStartTlsRefusedDefers) {
+  make(tls_options(TlsPolicy::kVerify));
+  to_starttls();
+  reply("454 4.7.0 TLS not available\r\n");
+  EXPECT_EQ(sent(), "QUIT\r\n");
+  EXPECT_EQ(s_->failure_stage(), Stage::kTls);
+  EXPECT_EQ(s_->last_error()->enhanced.str(), "4.7.4");
+  EXPECT_NE(s_->last_error()->text.find("454"), std::string::npos);
+}
+
+TEST_F(TlsSessionTest, OpportunisticGoesOnInPlaintextWhenStartTlsIsRefused) {
+  make(tls_options(TlsPolicy::kOpportunistic));
+  to_starttls();
+  reply("454 4.7.0 TLS not available\r\n");
+  EXPECT_EQ(s_->phase(), DeliverySession::Phase::kReady);
+  EXPECT_FALSE(s_->tls_active());
+  EXPECT_TRUE(s_->caps().pipelining);  // the (only) EHLO's capabilities
+}
+
+TEST_F(TlsSessionTest, OpportunisticWithoutStartTlsOfferedIsPlaintext) {
+  make(tls_options(TlsPolicy::kOpportunistic));
+  greet(kEhloPipe);
+  EXPECT_FALSE(s_->tls_active());
+}
+
+TEST_F(TlsSessionTest, PolicyNoneNeverSendsStartTls) {
+  make(tls_options(TlsPolicy::kNone));
+  greet(kEhloTls);
+}
+
+TEST_F(TlsSessionTest, HandshakeFailureDefersAndOnlyOpportunisticRetriesInPlaintext) {
+  for (TlsPolicy p : {TlsPolicy::kOpportunistic, TlsPolicy::kRequired, TlsPolicy::kVerify}) {
+    SCOPED_TRACE(static_cast<int>(p));
+    make(tls_options(p));
+    to_starttls();
+    reply("220 ready\r\n");
+    s_->on_tls_failed("with mx.example: ASN date error, current date after");
+    EXPECT_TRUE(s_->done());
+    EXPECT_TRUE(s_->failed_before_ready());
+    EXPECT_EQ(s_->failure_stage(), Stage::kTls);
+    EXPECT_EQ(s_->last_error()->enhanced.str(), "4.7.5");
+    EXPECT_EQ(s_->plaintext_retry_wanted(), p == TlsPolicy::kOpportunistic);
+    EXPECT_EQ(sent(), "");
+  }
+}
+
+TEST_F(TlsSessionTest, SetTlsPolicyBeforeConnectSkipsStartTls) {
+  DeliverySession::Options o = tls_options(TlsPolicy::kOpportunistic);
+  o.ehlo_name = "client.example";
+  s_.emplace(std::move(o), &rec_);
+  s_->set_tls_policy(TlsPolicy::kNone);  // the driver's plaintext fallback
+  s_->on_connected();
+  greet(kEhloTls);
+}
+
+TEST_F(TlsSessionTest, ImplicitTlsIsActiveFromTheGreeting) {
+  DeliverySession::Options o = tls_options(TlsPolicy::kOpportunistic);
+  o.implicit_tls = true;
+  o.auth_user = "relay-user";
+  o.auth_password = "s3cret";
+  make(o);
+  EXPECT_TRUE(s_->tls_active());
+  reply("220 smarthost ESMTP\r\n");
+  EXPECT_EQ(sent(), "EHLO client.example\r\n");
+  reply("250-smarthost\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n");
+  // No STARTTLS inside TLS; AUTH at once.
+  EXPECT_EQ(sent(), "AUTH PLAIN AHJlbGF5LXVzZXIAczNjcmV0\r\n");
+  EXPECT_EQ(s_->wait(), DeliverySession::Wait::kAuth);
+  reply("235 2.7.0 ok\r\n");
+  EXPECT_EQ(s_->phase(), DeliverySession::Phase::kReady);
+}
+
+TEST_F(TlsSessionTest, AuthPlainAfterStartTls) {
+  DeliverySession::Options o = tls_options(TlsPolicy::kRequired);
+  o.auth_user = "u";
+  o.auth_password = "p";
+  make(o);
+  to_starttls();
+  reply("220 go\r\n");
+  s_->on_tls_established();
+  EXPECT_EQ(sent(), "EHLO client.example\r\n");
+  reply(kEhloAfterTls);
+  EXPECT_EQ(sent(), "AUTH PLAIN AHUAcA==\r\n");  // base64("\0u\0p")
+  EXPECT_EQ(s_->phase(), DeliverySession::Phase::kAuth);
+  EXPECT_FALSE(s_->can_accept_txn());
+  reply("235 2.7.0 Authentication successful\r\n");
+  EXPECT_TRUE(s_->can_accept_txn());
+}
+
+TEST_F(TlsSessionTest, AuthLoginWhenPlainIsNotOffered) {
+  DeliverySession::Options o = tls_options(TlsPolicy::kOpportunistic);
+  o.implicit_tls = true;
+  o.auth_user = "user";
+  o.auth_password = "pass";
+  make(o);
+  reply("220 smarthost\r\n");
+  EXPECT_EQ(sent(), "EHLO client.example\r\n");
+  reply("250-smarthost\r\n250 AUTH LOGIN CRAM-MD5\r\n");
+  EXPECT_EQ(sent(), "AUTH LOGIN\r\n");
+  reply("334 VXNlcm5hbWU6\r\n");
+  EXPECT_EQ(sent(), "dXNlcg==\r\n");
+  reply("334 UGFzc3dvcmQ6\r\n");
+  EXPECT_EQ(sent(), "cGFzcw==\r\n");
+  reply("235 ok\r\n");
+  EXPECT_EQ(s_->phase(), DeliverySession::Phase::kReady);
+}
+
+TEST_F(TlsSessionTest, AuthRefusedDefersWithTheServersWordsAndQuits) {
+  DeliverySession::Options o = tls_options(TlsPolicy::kOpportunistic);
+  o.implicit_tls = true;
+  o.auth_user = "user";
+  o.auth_password = "wrong";
+  make(o);
+  reply("220 smarthost\r\n");
+  sent();
+  reply("250-smarthost\r\n250 AUTH PLAIN\r\n");
+  sent();
+  reply("535 5.7.8 Authentication credentials invalid\r\n");
+  EXPECT_EQ(sent(), "QUIT\r\n");
+  EXPECT_EQ(s_->failure_stage(), Stage::kAuth);
+  EXPECT_EQ(s_->last_error()->code, 535);
+  EXPECT_TRUE(s_->failed_before_ready());
+  EXPECT_TRUE(rec_.outcomes.empty());  // nothing was assigned; the scheduler defers
+}
+
+TEST_F(TlsSessionTest, NoCredentialsOverPlaintextUnlessAllowed) {
+  DeliverySession::Options o = tls_options(TlsPolicy::kOpportunistic);
+  o.auth_user = "user";
+  o.auth_password = "pass";
+  make(o);
+  greet_without_ready("250-smarthost\r\n250 AUTH PLAIN LOGIN\r\n");
+  EXPECT_EQ(sent(), "QUIT\r\n");  // never "AUTH PLAIN ..."
+  EXPECT_EQ(s_->failure_stage(), Stage::kAuth);
+  EXPECT_EQ(s_->last_error()->enhanced.str(), "4.7.10");
+
+  o.auth_plaintext = true;
+  make(o);
+  greet_without_ready("250-smarthost\r\n250 AUTH PLAIN LOGIN\r\n");
+  EXPECT_EQ(sent(), "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
+}
+
+TEST_F(TlsSessionTest, NoUsableMechanismDefers) {
+  DeliverySession::Options o = tls_options(TlsPolicy::kOpportunistic);
+  o.implicit_tls = true;
+  o.auth_user = "user";
+  o.auth_password = "pass";
+  make(o);
+  reply("220 smarthost\r\n");
+  sent();
+  reply("250-smarthost\r\n250 AUTH CRAM-MD5 XOAUTH2\r\n");
+  EXPECT_EQ(sent(), "QUIT\r\n");
+  EXPECT_EQ(s_->failure_stage(), Stage::kAuth);
+  EXPECT_EQ(s_->last_error()->enhanced.str(), "4.7.4");
+}
+
+TEST_F(TlsSessionTest, TimeoutWaitingForStartTlsReplyIsATlsStageFailure) {
+  make(tls_options(TlsPolicy::kRequired));
+  to_starttls();
+  s_->on_timeout();
+  EXPECT_TRUE(s_->done());
+  EXPECT_EQ(s_->failure_stage(), Stage::kTls);
+  EXPECT_NE(s_->last_error()->text.find("STARTTLS"), std::string::npos);
 }
 
 TEST(ClassifyReply, FollowsRfc5321) {

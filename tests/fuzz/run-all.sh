@@ -22,6 +22,7 @@ targets=(
   address_fuzz
   batch_wire_fuzz
   data_reader_fuzz
+  dkim_canon_fuzz
   dot_stuff_fuzz
   esmtp_caps_fuzz
   json_fuzz
@@ -29,6 +30,7 @@ targets=(
   smtp_command_writer_fuzz
   smtp_reply_fuzz
   smtp_server_fuzz
+  template_fuzz
 )
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/ringmail-fuzz.XXXXXX")

@@ -1,0 +1,155 @@
+/// submission.h — the SMTP submission listeners ([[submission.listeners]]):
+/// STARTTLS (port 587 style, RFC 6409), implicit TLS (port 465 style, RFC
+/// 8314) and plaintext (port 25 style, for trusted networks only).
+///
+/// Runs on shard 0's ring, like the batch socket (engine/ingest.h). Each
+/// client is a proto::ServerSession (the parser ringmail-sink uses too)
+/// driven over its socket: one receive armed, at most one send in flight,
+/// TLS through a memory-buffer TlsChannel (engine/tls.h). The listener
+/// answers the session's decisions:
+///   - RCPT: relay is allowed only for an authenticated session or a client
+///     in submission.trusted_networks; everyone else gets 554 5.7.1 (there
+///     are no local domains: every recipient is a relay, so this is the
+///     whole open-relay defence). Address literals and domain-less
+///     recipients are refused (550), as the engine cannot route them.
+///   - message: Runtime::submit_batch with the sender, the recipients, the
+///     body behind a Received header (RFC 5321 4.4, RFC 3848 protocol
+///     names) and the authenticated user (recorded in events as
+///     "auth_user"). 250 only when the acknowledgement says accepted, which
+///     with the spool on means durable; 452 4.3.1 (queue full), 451 4.3.0
+///     (spool unavailable) or 554 (refused) otherwise.
+///   - STARTTLS: the handshake starts right after the 220; the session
+///     discards whatever plaintext the client pipelined behind STARTTLS
+///     (CVE-2011-0411) and forgets all pre-TLS state (RFC 3207 4.2).
+///   - AUTH PLAIN/LOGIN, only under TLS: checked against the credentials
+///     file (submission_auth.h). An authzid other than the user is refused.
+///     After submission.auth_fail_limit failures from one client address
+///     within submission.auth_fail_window, AUTH gets 454 4.7.0 at once (no
+///     password check, no delay held on the shard). Checks themselves run
+///     on an AuthWorker thread (PBKDF2 takes ~250 ms here): the session
+///     waits, the shard does not.
+///
+/// Limits, each with its reply:
+///   - submission.max_sessions (all listeners) and max_sessions_per_ip:
+///     421 4.7.0 and close, without creating a session (an implicit-TLS
+///     listener just closes: a plaintext reply would be noise to a TLS
+///     client, and a handshake would spend what the limit protects);
+///   - submission.idle_timeout without input: 421 4.4.2;
+///   - tls.handshake_timeout: the connection is closed;
+///   - line length, message size (SIZE advertised), recipients per
+///     transaction, commands and errors per session: proto::ServerConfig
+///     (500 5.5.2, 552 5.3.4, 452 4.5.3, 421 4.7.0);
+///   - smuggling: only <CRLF>.<CRLF> ends DATA; a bare CR or LF in DATA
+///     fails the message with 550 5.6.0, and a bare LF ending a command
+///     gets 500 (proto/smtp_server.h);
+///   - pipelining only as RFC 2920 allows: violations get 554 5.5.0 and
+///     close.
+/// Memory per client: the session, two 16 KiB buffers, queued replies (at
+/// most kMaxQueuedOutput before reading stops) and the message being
+/// received (at most the SIZE limit).
+///
+/// Thread safety: shard 0's thread only. Diagnostics: one log line per
+/// AUTH failure ("submission: AUTH failed for user=... from ADDR"), for
+/// fail2ban-style tools.
+/// See also: engine/submission_auth.h, engine/tls.h, docs/tls.md.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "engine/config.h"
+#include "engine/ring.h"
+#include "engine/submission_auth.h"
+#include "engine/tls.h"
+#include "proto/batch_wire.h"
+#include "proto/result.h"
+#include "proto/smtp_server.h"
+
+namespace ringmail::engine {
+
+class Shard;
+
+/// Opens a listening TCP socket for `l` (SO_REUSEADDR, non-blocking,
+/// close-on-exec). Errors name the listener.
+[[nodiscard]] Result<int> open_submission_socket(const SubmissionListener& l);
+
+class Submission {
+ public:
+  /// Reply bytes queued for one client before its session stops being fed.
+  /// Threat: a client that pipelines commands and never reads the replies.
+  static constexpr size_t kMaxQueuedOutput = 64 * 1024;
+  static constexpr size_t kRecvBuffer = 16 * 1024;
+  /// Credential checks waiting for the AuthWorker. Threat: an AUTH flood
+  /// from many addresses; beyond this AUTH gets 454 4.3.2 at once.
+  static constexpr size_t kMaxPendingAuth = 32;
+
+  /// Loads the credentials file and the listeners' certificates. `fds`
+  /// are the listening sockets, in the order of submission.listeners.
+  [[nodiscard]] static Result<std::unique_ptr<Submission>> create(Shard& shard,
+                                                                  const std::vector<int>& fds);
+  ~Submission();
+  Submission(const Submission&) = delete;
+  Submission& operator=(const Submission&) = delete;
+
+  void start();
+  /// Stops accepting; every client gets 421 4.3.2 and is closed.
+  void stop();
+  bool stopped() const;
+  size_t sessions() const { return conns_.size(); }
+
+  class Conn;
+
+ private:
+  struct Listener;
+  struct AcceptOp final : Completion {
+    Listener* listener = nullptr;
+    void complete(int res, uint32_t flags) override;
+  };
+  struct Listener {
+    Submission* owner = nullptr;
+    const SubmissionListener* cfg = nullptr;
+    int fd = -1;
+    std::unique_ptr<TlsContext> tls;  // null for tls = "none"
+    proto::ServerConfig server;
+    AcceptOp op;
+    bool armed = false;
+  };
+  friend class Conn;
+
+  explicit Submission(Shard& shard);
+  void arm_accept(Listener& l);
+  void on_accept(Listener& l, int res, uint32_t flags);
+  bool trusted(const sockaddr_storage& addr) const;
+  void refuse(const Listener& l, int fd, const char* why);
+  /// A connection's last operation completed: forget it (the caller deletes it).
+  void conn_closed(Conn* c);
+  /// Returns `c`'s session slot (once; later calls do nothing).
+  void release_slot(Conn* c);
+  void on_ack(uint64_t conn, proto::Ack ack);
+  /// Queues `a` on the AuthWorker; false when it is busy (or AUTH is off).
+  bool check_auth(Conn* c, const proto::AuthRequest& a);
+  void on_auth_result(uint64_t conn, const std::string& key, const std::string& peer,
+                      const std::string& user, bool ok);
+  void auth_failed(const std::string& key, const std::string& peer, std::string_view user);
+
+  Shard& shard_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  CredentialStore creds_;
+  std::unique_ptr<AuthWorker> auth_;  // after creds_: destroyed (joined) first
+  uint32_t auth_inflight_ = 0;        // checks queued or running, results not yet back
+  AuthFailureLimiter limiter_;
+  std::vector<Cidr> trusted_;
+  std::unordered_map<uint64_t, Conn*> conns_;
+  std::unordered_map<std::string, uint32_t> per_client_;  // open sessions per client_key()
+  uint32_t admitted_ = 0;                                 // sessions counted against max_sessions
+  uint64_t next_id_ = 1;
+  uint64_t refused_ = 0;  // connections over max_sessions / max_sessions_per_ip
+  bool stopping_ = false;
+};
+
+}  // namespace ringmail::engine
