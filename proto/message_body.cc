@@ -8,14 +8,35 @@ namespace {
 
 constexpr size_t kMaxLineOctets = 998;  // RFC 5322 2.1.1, without the CRLF
 
-// One pass shared by normalize_body (kWrite) and scan_body. Copies runs of
-// ordinary bytes in bulk; only line ends are rewritten.
+bool has_high_bit(const char* p, size_t n) {
+  uint64_t acc = 0;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    acc |= w;
+  }
+  for (; i < n; ++i) {
+    acc |= static_cast<unsigned char>(p[i]);
+  }
+  return (acc & 0x8080808080808080ull) != 0;
+}
+
+// One pass shared by normalize_body (kWrite) and scan_body. Line ends are
+// found with memchr and runs of ordinary bytes are copied in bulk: this runs
+// once per message, on every byte of it, so it is written for speed; the
+// byte-by-byte rules it implements are:
+//   CRLF          a line end, kept;
+//   bare CR or LF a line end, written as CRLF (had_bare_line_end);
+//   '.' first     the line needs dot-stuffing for DATA;
+//   byte >= 0x80  eight_bit.
 template <bool kWrite>
 BodyInfo process_body(std::string_view raw, std::string* out) {
   BodyInfo info;
   if (kWrite) {
     out->reserve(out->size() + raw.size() + 2);
   }
+  const char* p = raw.data();
   const size_t n = raw.size();
   size_t run_start = 0;  // first byte not yet copied to *out
   size_t line_len = 0;
@@ -26,31 +47,40 @@ BodyInfo process_body(std::string_view raw, std::string* out) {
     }
     line_len = 0;
   };
-  for (size_t i = 0; i < n; ++i) {
-    char c = raw[i];
-    if (c == '\r' && i + 1 < n && raw[i + 1] == '\n') {
-      ++i;  // a proper CRLF: copied as part of the run
-      end_line();
-    } else if (c == '\r' || c == '\n') {
-      if (kWrite) {
-        out->append(raw.data() + run_start, i - run_start);
-        out->append("\r\n");
-      }
-      run_start = i + 1;
-      info.had_bare_line_end = true;
-      end_line();
-    } else {
-      if (line_len == 0 && c == '.') {
+  size_t i = 0;
+  while (i < n) {
+    const void* lfp = std::memchr(p + i, '\n', n - i);
+    size_t lf = lfp != nullptr ? static_cast<size_t>(static_cast<const char*>(lfp) - p) : n;
+    const void* crp = std::memchr(p + i, '\r', lf - i);
+    size_t e = crp != nullptr ? static_cast<size_t>(static_cast<const char*>(crp) - p) : lf;
+    if (e > i) {
+      if (line_len == 0 && p[i] == '.') {
         info.needs_stuffing = true;
       }
-      if (static_cast<unsigned char>(c) >= 0x80) {
-        info.eight_bit = true;
+      if (!info.eight_bit) {
+        info.eight_bit = has_high_bit(p + i, e - i);
       }
-      ++line_len;
+      line_len += e - i;
     }
+    if (e == n) {
+      break;
+    }
+    if (p[e] == '\r' && e + 1 < n && p[e + 1] == '\n') {
+      end_line();  // a proper CRLF: copied as part of the run
+      i = e + 2;
+      continue;
+    }
+    if (kWrite) {
+      out->append(p + run_start, e - run_start);
+      out->append("\r\n");
+    }
+    run_start = e + 1;
+    info.had_bare_line_end = true;
+    end_line();
+    i = e + 1;
   }
   if (kWrite) {
-    out->append(raw.data() + run_start, n - run_start);
+    out->append(p + run_start, n - run_start);
   }
   if (line_len > 0) {
     if (kWrite) {

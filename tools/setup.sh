@@ -35,6 +35,8 @@ packages=(g++ clang meson ninja-build pkg-config liburing-dev libwolfssl-dev lib
 if [ "$test_deps" = 1 ]; then
   packages+=(postfix dnsmasq-base swaks python3-aiosmtpd python3-dkim python3-dnslib openssl
              libclang-rt-14-dev clang-format iproute2 procps)
+  # swaks's TLS: a Recommends, which --no-install-recommends skips.
+  packages+=(libnet-ssleay-perl)
 fi
 
 missing=()
