@@ -288,6 +288,20 @@ void Scheduler::dispatch(Destination& d) {
       feed_one(c);
     }
   }
+  // Then connections in the middle of a transaction that have room in
+  // their pipelining window: new work joins a session that is already up
+  // rather than opening a connection per arriving message.
+  if (!d.ready.empty()) {
+    for (SmtpConnection* c : std::vector<SmtpConnection*>(d.all)) {
+      if (d.ready.empty()) {
+        break;
+      }
+      if (c->working() && !c->parked() && c->can_accept_txn() &&
+          !d.sources[c->source()].hold_txns) {
+        feed_one(c);
+      }
+    }
+  }
   open_more(d);
 }
 
@@ -456,6 +470,11 @@ void Scheduler::connection_closed(SmtpConnection* c) {
   std::erase(d.all, c);
   --s.connections;
   --connections_;
+  if (aborting_) {
+    // Our own shutdown closed it: not a statement about the destination.
+    dispatch(d);
+    return;
+  }
   if (c->failed_before_ready()) {
     proto::Reply why =
         c->failure() ? *c->failure() : proto::make_reply(451, "4.4.1 connection failed");
@@ -672,7 +691,8 @@ void Scheduler::schedule_retry(Destination& d, std::vector<QItem> items, const s
   shard_.timers().schedule(&g->timer, due);
   // Journal the new attempt count and due time so a restart keeps both.
   const Job* job0 = g->items.front().job;
-  int64_t due_wall = shard_.clock().wall_ms() + std::chrono::duration_cast<Millis>(due - now).count();
+  int64_t due_wall =
+      shard_.clock().wall_ms() + std::chrono::duration_cast<Millis>(due - now).count();
   auto retry_at = static_cast<uint32_t>(
       std::max<int64_t>(1, (due_wall - job0->msg->accepted_wall_ms() + 999) / 1000));
   std::vector<uint32_t> idx;
@@ -948,6 +968,7 @@ void Scheduler::begin_shutdown() {
 
 void Scheduler::abort_all() {
   shutting_down_ = true;
+  aborting_ = true;
   for (auto& [name, d] : dests_) {
     d->wake.cancel();
     for (SmtpConnection* c : std::vector<SmtpConnection*>(d->all)) {

@@ -78,9 +78,9 @@ struct Job {
   MessageRef msg;
   std::string addrs;  // every address, back to back (never modified after build)
   std::vector<RcptEntry> rcpts;
-  uint32_t unfinished = 0;  // recipients not final
-  uint32_t txns = 0;        // transactions in flight referencing this job
-  uint64_t spool_id = 0;    // its JOB record's id (0: not spooled)
+  uint32_t unfinished = 0;           // recipients not final
+  uint32_t txns = 0;                 // transactions in flight referencing this job
+  uint64_t spool_id = 0;             // its JOB record's id (0: not spooled)
   std::vector<uint64_t> spool_segs;  // segments holding its records
 
   std::string_view address(const RcptEntry& r) const {
@@ -264,6 +264,7 @@ class Scheduler {
   uint64_t unfinished_ = 0;
   uint64_t connections_ = 0;
   bool shutting_down_ = false;
+  bool aborting_ = false;      // abort_all(): connections close because we stop
   std::string last_deferral_;  // summary of the latest deferring reply (for retry groups)
 
   static constexpr uint32_t kRecoverAfter = 20;         // successes per extra connection

@@ -53,6 +53,9 @@ const Config& Shard::config() const {
 
 void Shard::run() {
   set_log_shard(static_cast<int>(id_));
+  struct ThreadCaches {
+    ~ThreadCaches() { tls_release_thread_caches(); }
+  } thread_caches;
   if (wake_fd_ < 0) {
     rt_.shard_started(id_, make_error(Errc::kIo, std::string("eventfd: ") + std::strerror(errno)));
     return;

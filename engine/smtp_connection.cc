@@ -18,7 +18,9 @@ namespace {}  // namespace
 
 void SmtpConnection::Op::complete(int res, uint32_t flags) {
   SmtpConnection* c = conn;
-  --c->ops_;
+  // ops_ still counts this operation while its handler runs, so a handler
+  // that tears the connection down cannot free it under our feet; the
+  // maybe_finish() below is the one that may delete it.
   if (c->state_ == State::kConnecting || c->state_ == State::kOpen) {
     (c->*fn)(res, flags);
   } else if (this == &c->recv_op_) {
@@ -28,6 +30,7 @@ void SmtpConnection::Op::complete(int res, uint32_t flags) {
   } else if (this == &c->connect_op_) {
     c->connect_pending_ = false;
   }
+  --c->ops_;
   c->maybe_finish();
 }
 

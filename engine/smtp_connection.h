@@ -62,6 +62,8 @@ class SmtpConnection final : public SessionObserver {
   bool idle() const { return session_ && session_->idle(); }
   /// Session reached the ready state at least once on this connection.
   bool working() const { return working_; }
+  /// Idle and waiting in its source's idle list for work.
+  bool parked() const { return parked_; }
   /// True when the session ended before becoming ready (connect failure,
   /// greeting or EHLO refused) — the destination looks unhealthy.
   bool failed_before_ready() const { return failed_before_ready_; }

@@ -3,6 +3,7 @@
 // the build's feature macros, and struct layouts depend on them.
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 
 #include "engine/tls.h"
 
@@ -455,6 +456,12 @@ void TlsClient::remember_plaintext(const std::string& key, TimePoint now) {
     }
   }
   plaintext_until_[key] = now + kFallbackMemory;
+}
+
+void tls_release_thread_caches() {
+#ifdef FP_ECC
+  wc_ecc_fp_free();
+#endif
 }
 
 }  // namespace ringmail::engine

@@ -55,6 +55,11 @@ struct WOLFSSL_SESSION;
 
 namespace ringmail::engine {
 
+/// Frees this thread's wolfSSL caches (the ECC fixed-point table that
+/// ECDHE handshakes fill per thread). Shard threads call it as they exit;
+/// without it every thread that did a handshake leaks its table.
+void tls_release_thread_caches();
+
 /// The cipher suites offered and accepted, best first (wolfSSL names).
 extern const char* const kCipherList;
 

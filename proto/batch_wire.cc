@@ -67,6 +67,9 @@ bool valid_batch_id(std::string_view id) {
   return true;
 }
 
+// `seen` bit: the last recipient already has its recipient_vars field.
+constexpr unsigned kSeenVarsForLast = 1u << 8;
+
 // Applies one BATCH field to *b. `seen` tracks single-valued fields.
 Result<void> apply_batch_field(const Field& f, const BatchLimits& limits, BatchView* b,
                                unsigned* seen) {
@@ -108,6 +111,31 @@ Result<void> apply_batch_field(const Field& f, const BatchLimits& limits, BatchV
                           "more than " + std::to_string(limits.max_recipients) + " recipients");
       }
       b->recipients.push_back(f.value);
+      if (!b->recipient_vars.empty()) {
+        b->recipient_vars.emplace_back();
+      }
+      *seen &= ~kSeenVarsForLast;
+      return ok_result();
+    case tag::kRecipientVars:
+      if (b->recipients.empty()) {
+        return bad("recipient_vars field before any recipient");
+      }
+      if ((*seen & kSeenVarsForLast) != 0) {
+        return bad("second recipient_vars field for recipient #" +
+                   std::to_string(b->recipients.size() - 1));
+      }
+      *seen |= kSeenVarsForLast;
+      // Parallel to recipients from the first one on: a batch without
+      // variables pays nothing for the feature.
+      b->recipient_vars.resize(b->recipients.size());
+      b->recipient_vars.back() = f.value;
+      return ok_result();
+    case tag::kUnsubscribed:
+      if (b->unsubscribed.size() >= limits.max_unsubscribed) {
+        return make_error(Errc::kLimit, "more than " + std::to_string(limits.max_unsubscribed) +
+                                            " unsubscribed addresses");
+      }
+      b->unsubscribed.push_back(f.value);
       return ok_result();
     case tag::kOption:
       b->options.push_back(f.value);
@@ -320,8 +348,14 @@ void encode_batch(std::string& out, const BatchView& batch) {
     append_field(out, tag::kSender, batch.sender);
   }
   append_field(out, tag::kMessage, batch.message);
-  for (std::string_view r : batch.recipients) {
-    append_field(out, tag::kRecipient, r);
+  for (size_t i = 0; i < batch.recipients.size(); ++i) {
+    append_field(out, tag::kRecipient, batch.recipients[i]);
+    if (i < batch.recipient_vars.size() && !batch.recipient_vars[i].empty()) {
+      append_field(out, tag::kRecipientVars, batch.recipient_vars[i]);
+    }
+  }
+  for (std::string_view u : batch.unsubscribed) {
+    append_field(out, tag::kUnsubscribed, u);
   }
   for (std::string_view o : batch.options) {
     append_field(out, tag::kOption, o);
@@ -453,6 +487,8 @@ std::string_view reject_reason_name(RejectReason r) {
       return "suppressed";
     case RejectReason::kPolicy:
       return "policy";
+    case RejectReason::kTemplate:
+      return "template";
   }
   return "unknown";
 }

@@ -38,24 +38,26 @@ enum class FrameType : uint8_t {
 };
 
 namespace tag {
-inline constexpr uint16_t kVersionMin = 0x0001;   // u16
-inline constexpr uint16_t kVersionMax = 0x0002;   // u16
-inline constexpr uint16_t kPeerName = 0x0003;     // text
-inline constexpr uint16_t kVersion = 0x0004;      // u16 (server's choice)
-inline constexpr uint16_t kMaxFrame = 0x0005;     // u32
-inline constexpr uint16_t kMaxMessage = 0x0006;   // u32
+inline constexpr uint16_t kVersionMin = 0x0001;     // u16
+inline constexpr uint16_t kVersionMax = 0x0002;     // u16
+inline constexpr uint16_t kPeerName = 0x0003;       // text
+inline constexpr uint16_t kVersion = 0x0004;        // u16 (server's choice)
+inline constexpr uint16_t kMaxFrame = 0x0005;       // u32
+inline constexpr uint16_t kMaxMessage = 0x0006;     // u32
 inline constexpr uint16_t kMaxRecipients = 0x0007;  // u32
-inline constexpr uint16_t kBatchId = 0x0010;      // text, 1..128 printable ASCII
-inline constexpr uint16_t kSender = 0x0011;       // bare address, may be empty
-inline constexpr uint16_t kMessage = 0x0012;      // raw RFC 5322 bytes
-inline constexpr uint16_t kRecipient = 0x0013;    // bare address, repeated
-inline constexpr uint16_t kOption = 0x0014;       // "name=value", repeated
-inline constexpr uint16_t kSeq = 0x0020;          // u64
-inline constexpr uint16_t kStatus = 0x0021;       // u8 AckStatus
-inline constexpr uint16_t kAccepted = 0x0022;     // u32
-inline constexpr uint16_t kRejected = 0x0023;     // u32 index, u16 reason, text
-inline constexpr uint16_t kReason = 0x0024;       // text
-inline constexpr uint16_t kScope = 0x0030;        // u8 SubscribeScope
+inline constexpr uint16_t kBatchId = 0x0010;        // text, 1..128 printable ASCII
+inline constexpr uint16_t kSender = 0x0011;         // bare address, may be empty
+inline constexpr uint16_t kMessage = 0x0012;        // raw RFC 5322 bytes
+inline constexpr uint16_t kRecipient = 0x0013;      // bare address, repeated
+inline constexpr uint16_t kOption = 0x0014;         // "name=value", repeated
+inline constexpr uint16_t kRecipientVars = 0x0015;  // the preceding recipient's variables
+inline constexpr uint16_t kUnsubscribed = 0x0016;   // bare address, repeated
+inline constexpr uint16_t kSeq = 0x0020;            // u64
+inline constexpr uint16_t kStatus = 0x0021;         // u8 AckStatus
+inline constexpr uint16_t kAccepted = 0x0022;       // u32
+inline constexpr uint16_t kRejected = 0x0023;       // u32 index, u16 reason, text
+inline constexpr uint16_t kReason = 0x0024;         // text
+inline constexpr uint16_t kScope = 0x0030;          // u8 SubscribeScope
 inline constexpr uint16_t kOptionalBit = 0x8000;
 }  // namespace tag
 
@@ -114,6 +116,9 @@ Result<Hello> decode_hello(std::string_view payload);
 struct BatchLimits {
   uint32_t max_message = 32u << 20;
   uint32_t max_recipients = 1'000'000;
+  /// Unsubscribed addresses per batch. Threat: each one is a suppression
+  /// list write; bounded like recipients.
+  uint32_t max_unsubscribed = 1'000'000;
 };
 
 struct BatchView {
@@ -122,6 +127,14 @@ struct BatchView {
   bool has_sender = false;
   std::string_view message;
   std::vector<std::string_view> recipients;
+  /// Per-recipient personalisation variables (proto/template.h encoding),
+  /// parallel to `recipients`: empty when the batch has no recipient_vars
+  /// field at all; otherwise one entry per recipient, empty for a recipient
+  /// without one. The codec does not look inside the values.
+  std::vector<std::string_view> recipient_vars;
+  /// Addresses the platform reports as unsubscribed (suppressed for future
+  /// batches). Not validated here.
+  std::vector<std::string_view> unsubscribed;
   std::vector<std::string_view> options;  // "name=value"
 };
 
@@ -129,15 +142,17 @@ struct BatchView {
 /// message over the limit, no recipients, too many recipients, bad batch id,
 /// unknown mandatory field, truncated field) are returned as errors whose
 /// message is fit for the ACK's reason text. Addresses are NOT validated
-/// here; the engine does that per recipient.
+/// here; the engine does that per recipient. A recipient_vars field belongs
+/// to the last recipient field before it: one with no recipient before it,
+/// or a second one for the same recipient, is an error.
 Result<BatchView> decode_batch(std::string_view payload, const BatchLimits& limits);
 void encode_batch(std::string& out, const BatchView& batch);
 
 enum class AckStatus : uint8_t {
-  kAccepted = 0,            // some or all recipients accepted (see accepted/rejected)
-  kRejected = 1,            // the whole batch was refused (reason says why)
-  kTryLater = 2,            // back-pressure: nothing accepted, send again later
-  kSpoolUnavailable = 3,    // the spool cannot make it durable now; nothing accepted
+  kAccepted = 0,          // some or all recipients accepted (see accepted/rejected)
+  kRejected = 1,          // the whole batch was refused (reason says why)
+  kTryLater = 2,          // back-pressure: nothing accepted, send again later
+  kSpoolUnavailable = 3,  // the spool cannot make it durable now; nothing accepted
 };
 
 enum class RejectReason : uint16_t {
@@ -145,6 +160,7 @@ enum class RejectReason : uint16_t {
   kDuplicate = 2,
   kSuppressed = 3,
   kPolicy = 4,
+  kTemplate = 5,  // personalisation: a missing or malformed variable
 };
 
 struct Rejection {

@@ -100,6 +100,10 @@ class Reader {
   std::string_view in_;
 };
 
+// Bits of a JOB record's flags word.
+constexpr uint64_t kFlagSenderUtf8 = 1;
+constexpr uint64_t kFlagPersonalised = 2;
+
 Error truncated(const char* what) {
   return make_error(Errc::kSyntax, std::string("spool record truncated: ") + what);
 }
@@ -154,16 +158,24 @@ Result<SegmentHeader> decode_segment_header(std::string_view bytes) {
 
 void append_job(std::string& out, const JobRecord& job) {
   std::string p;
-  size_t est = 64 + job.batch_id.size() + job.sender.size() + job.body.size() + job.rcpts.size() * 48;
+  size_t est = 64 + job.batch_id.size() + job.sender.size() + job.body_prefix.size() +
+               job.body.size() + job.rcpts.size() * 48;
+  if (job.personalised) {
+    for (const RcptRecord& r : job.rcpts) {
+      est += 4 + r.vars.size();
+    }
+  }
   p.reserve(est);
   put(p, job.job_id, 8);
-  put(p, job.sender_utf8 ? 1 : 0, 4);
+  put(p, (job.sender_utf8 ? kFlagSenderUtf8 : 0) | (job.personalised ? kFlagPersonalised : 0), 4);
   put(p, job.pool, 4);
   put(p, static_cast<uint64_t>(job.accepted_ms), 8);
   put_str(p, job.batch_id);
   put_str(p, job.sender);
   put_str(p, job.auth_user);
-  put_str(p, job.body);
+  put(p, job.body_prefix.size() + job.body.size(), 4);
+  p.append(job.body_prefix);
+  p.append(job.body);
   put(p, job.rcpts.size(), 4);
   for (const RcptRecord& r : job.rcpts) {
     put_str(p, r.address);
@@ -171,6 +183,13 @@ void append_job(std::string& out, const JobRecord& job) {
     put(p, r.attempts, 2);
     put(p, static_cast<uint8_t>(r.state), 1);
     put(p, static_cast<uint64_t>(r.next_retry_ms), 8);
+  }
+  if (job.personalised) {
+    put_str(p, job.dkim_domain);
+    put(p, static_cast<uint64_t>(job.dkim_time_s), 8);
+    for (const RcptRecord& r : job.rcpts) {
+      put_str(p, r.vars);
+    }
   }
   finish_record(out, RecordType::kJob, p);
 }
@@ -182,7 +201,8 @@ Result<JobRecord> decode_job(std::string_view payload) {
   if (!r.u(&j.job_id, 8) || !r.u(&flags, 4) || !r.u(&pool, 4) || !r.u(&accepted, 8)) {
     return truncated("job header");
   }
-  j.sender_utf8 = (flags & 1) != 0;
+  j.sender_utf8 = (flags & kFlagSenderUtf8) != 0;
+  j.personalised = (flags & kFlagPersonalised) != 0;
   j.pool = static_cast<uint32_t>(pool);
   j.accepted_ms = static_cast<int64_t>(accepted);
   if (!r.str(&j.batch_id) || !r.str(&j.sender) || !r.str(&j.auth_user) || !r.str(&j.body) ||
@@ -211,6 +231,18 @@ Result<JobRecord> decode_job(std::string_view payload) {
     rc.next_retry_ms = static_cast<int64_t>(next);
     j.rcpts.push_back(rc);
   }
+  if (j.personalised) {
+    uint64_t t = 0;
+    if (!r.str(&j.dkim_domain) || !r.u(&t, 8)) {
+      return truncated("personalised job");
+    }
+    j.dkim_time_s = static_cast<int64_t>(t);
+    for (RcptRecord& rc : j.rcpts) {
+      if (!r.str(&rc.vars)) {
+        return truncated("recipient variables");
+      }
+    }
+  }
   if (!r.empty()) {
     return make_error(Errc::kSyntax, "spool job has trailing bytes");
   }
@@ -235,8 +267,7 @@ Result<StateRecord> decode_state(std::string_view payload) {
   Reader r(payload);
   StateRecord s;
   uint64_t kind = 0, attempts = 0, next = 0, n = 0;
-  if (!r.u(&s.job_id, 8) || !r.u(&kind, 1) || !r.u(&attempts, 2) || !r.u(&next, 8) ||
-      !r.u(&n, 4)) {
+  if (!r.u(&s.job_id, 8) || !r.u(&kind, 1) || !r.u(&attempts, 2) || !r.u(&next, 8) || !r.u(&n, 4)) {
     return truncated("state header");
   }
   if (kind != 1 && kind != 2) {
@@ -308,8 +339,9 @@ bool record_at(std::string_view seg, size_t off, RecordType* type, std::string_v
 
 }  // namespace
 
-ScanResult scan_segment(std::string_view seg,
-                        const std::function<bool(RecordType, std::string_view, size_t)>& on_record) {
+ScanResult scan_segment(
+    std::string_view seg,
+    const std::function<bool(RecordType, std::string_view, size_t)>& on_record) {
   ScanResult res;
   size_t off = kSegmentHeaderSize;
   res.good_end = off;

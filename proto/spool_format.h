@@ -53,8 +53,13 @@ struct RcptRecord {
   uint16_t attempts = 0;
   RcptState state = RcptState::kQueued;
   int64_t next_retry_ms = 0;  // Unix ms; 0 = as soon as possible
+  std::string_view vars;      // personalised jobs: the recipient's variables
 };
 
+/// A JOB record. Personalised jobs set bit 1 of the flags word and append,
+/// after the recipients: the signing domain (string), t= (u64) and one
+/// variables string per recipient. Records without the bit decode as
+/// before, so segments written by older versions stay readable.
 struct JobRecord {
   uint64_t job_id = 0;
   bool sender_utf8 = false;
@@ -63,7 +68,14 @@ struct JobRecord {
   std::string_view batch_id;
   std::string_view sender;
   std::string_view auth_user;
-  std::string_view body;  // CRLF-normalised message
+  /// Encoder only: bytes stored at the start of the body string (DKIM
+  /// signatures made once at acceptance), so the stored body is exactly
+  /// what goes on the wire; decoders return them inside `body`.
+  std::string_view body_prefix;
+  std::string_view body;         // CRLF-normalised message (or template)
+  bool personalised = false;     // body is a template (proto/template.h)
+  std::string_view dkim_domain;  // personalised: domain signing each copy, or empty
+  int64_t dkim_time_s = 0;       // personalised: t= of those signatures
   std::vector<RcptRecord> rcpts;
 };
 
@@ -97,14 +109,14 @@ Result<SegmentHeader> decode_segment_header(std::string_view bytes);
 
 /// What scanning a segment found.
 struct ScanResult {
-  size_t good_end = 0;        // end of the last record that checked out
-  uint64_t commit = 0;        // highest COMMIT offset seen
+  size_t good_end = 0;  // end of the last record that checked out
+  uint64_t commit = 0;  // highest COMMIT offset seen
   size_t records = 0;
-  bool damaged = false;       // a record failed its checks
-  size_t damage_offset = 0;   // where
-  std::string damage;         // what
-  bool resynced = false;      // valid records were found after the damage
-  size_t skipped = 0;         // bytes skipped to get there
+  bool damaged = false;      // a record failed its checks
+  size_t damage_offset = 0;  // where
+  std::string damage;        // what
+  bool resynced = false;     // valid records were found after the damage
+  size_t skipped = 0;        // bytes skipped to get there
 };
 
 /// Scans the records of a whole segment (after its header). `on_record`

@@ -42,6 +42,19 @@ void barrier(Engine& e) {
   (void)e.control("list");
 }
 
+/// Waits (bounded) until the operator listing contains `needle`: a deferred
+/// event reaches subscribers before its transaction ends and the retry is
+/// scheduled, so tests that move a manual clock wait for the queue state.
+bool wait_listing(Engine& e, const std::string& needle) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (e.control("list").find(needle) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
 TEST(Shaping, ConnectionLimitConvergesToWhatTheServerAccepts) {
   SinkProcess sink;
   ASSERT_TRUE(sink.start({"--max-connections", "3"})) << sink.error();
@@ -92,6 +105,8 @@ TEST(Shaping, DeferredFirstAttemptsRetryOnTheSchedule) {
   }
   ASSERT_EQ(e.engine->submit(batch_of("r1", rcpts)).accepted, 50u);
   ASSERT_TRUE(e.events.wait_deferred(50));
+  ASSERT_TRUE(wait_listing(*e.engine, "\"in_flight\":0,\"deferred\":50,"))
+      << e.engine->control("list");
   for (const auto& r : rcpts) {
     auto ev = e.events.events(r);
     ASSERT_EQ(ev.size(), 1u);
@@ -109,7 +124,8 @@ TEST(Shaping, DeferredFirstAttemptsRetryOnTheSchedule) {
   // At the minute: the retry happens and delivers every one.
   clock.advance(std::chrono::seconds(1));
   e.engine->wake_for_test();
-  ASSERT_TRUE(e.events.wait_finals(50));
+  ASSERT_TRUE(e.events.wait_finals(50))
+      << e.engine->control("list") << " transactions " << e.engine->stats().transactions;
   for (const auto& r : rcpts) {
     auto ev = e.events.events(r);
     ASSERT_EQ(ev.size(), 2u);

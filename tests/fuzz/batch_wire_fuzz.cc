@@ -32,12 +32,28 @@ void batch(std::string_view payload, const BatchLimits& limits) {
   for (std::string_view r : b->recipients) {
     FUZZ_CHECK(inside(r, payload));
   }
+  FUZZ_CHECK(b->recipient_vars.empty() || b->recipient_vars.size() == b->recipients.size());
+  for (std::string_view v : b->recipient_vars) {
+    FUZZ_CHECK(inside(v, payload));
+  }
+  FUZZ_CHECK(b->unsubscribed.size() <= limits.max_unsubscribed);
+  for (std::string_view u : b->unsubscribed) {
+    FUZZ_CHECK(inside(u, payload));
+  }
   std::string again;
   encode_batch(again, *b);
   Result<BatchView> b2 = decode_batch(again, limits);
   FUZZ_CHECK(b2.ok());
   FUZZ_CHECK(b2->batch_id == b->batch_id && b2->sender == b->sender && b2->message == b->message &&
-             b2->recipients == b->recipients && b2->options == b->options);
+             b2->recipients == b->recipients && b2->options == b->options &&
+             b2->unsubscribed == b->unsubscribed);
+  // An empty recipient_vars field means "none": compare per recipient.
+  auto vars_of = [](const BatchView& v, size_t i) {
+    return i < v.recipient_vars.size() ? v.recipient_vars[i] : std::string_view();
+  };
+  for (size_t i = 0; i < b->recipients.size(); ++i) {
+    FUZZ_CHECK(vars_of(*b, i) == vars_of(*b2, i));
+  }
 }
 
 void ack(std::string_view payload) {
@@ -91,6 +107,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   BatchLimits small;
   small.max_message = 64;
   small.max_recipients = 4;
+  small.max_unsubscribed = 3;
   batch(payload, BatchLimits{});
   batch(payload, small);
   ack(payload);

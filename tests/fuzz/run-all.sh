@@ -21,8 +21,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 targets=(
   address_fuzz
   batch_wire_fuzz
+  config_fuzz
   data_reader_fuzz
+  delivery_session_fuzz
   dkim_canon_fuzz
+  dns_answer_fuzz
   dot_stuff_fuzz
   esmtp_caps_fuzz
   json_fuzz
@@ -30,6 +33,7 @@ targets=(
   smtp_command_writer_fuzz
   smtp_reply_fuzz
   smtp_server_fuzz
+  spool_record_fuzz
   template_fuzz
 )
 
@@ -45,9 +49,11 @@ for t in "${targets[@]}"; do
   mkdir -p "$work/$t/corpus" "$work/$t/artifacts"
   cp "$here/corpus/$t/"* "$work/$t/corpus/" 2>/dev/null || true
   dict=()
-  if [[ $t == smtp_* ]]; then
-    dict=("-dict=$here/smtp.dict")
-  fi
+  case $t in
+    smtp_* | delivery_session_fuzz) dict=("-dict=$here/smtp.dict") ;;
+    dns_answer_fuzz) dict=("-dict=$here/dns.dict") ;;
+    config_fuzz) dict=("-dict=$here/config.dict") ;;
+  esac
   echo "run   $t for ${seconds}s"
   "$exe" "$work/$t/corpus" "${dict[@]}" \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=5 \

@@ -264,6 +264,91 @@ TEST(Batch, Limits) {
   EXPECT_NE(many.error().message.find("more than 2 recipients"), std::string::npos);
 }
 
+TEST(Batch, RecipientVarsAndUnsubscribedRoundTrip) {
+  BatchView b = sample_batch();
+  // Variables for the first and third recipient only; values are opaque bytes.
+  b.recipient_vars = {std::string_view("\x04name\x00\x00\x00\x03"
+                                       "Ann",
+                                       12),
+                      "", std::string_view("\x01x\x00\x00\x00\x00", 6)};
+  b.unsubscribed = {"gone@example.org", "left@example.net"};
+  std::string payload;
+  encode_batch(payload, b);
+  HeapBytes bytes(payload);
+  Result<BatchView> d = decode_batch(bytes.view(), BatchLimits{});
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_EQ(d->recipients, b.recipients);
+  ASSERT_EQ(d->recipient_vars.size(), 3u);
+  EXPECT_EQ(d->recipient_vars[0], b.recipient_vars[0]);
+  EXPECT_TRUE(d->recipient_vars[1].empty());
+  EXPECT_EQ(d->recipient_vars[2], b.recipient_vars[2]);
+  EXPECT_EQ(d->unsubscribed, b.unsubscribed);
+  EXPECT_EQ(d->options, b.options);
+  // Without any variables the parallel vector stays empty.
+  BatchView plain = sample_batch();
+  std::string p2;
+  encode_batch(p2, plain);
+  Result<BatchView> d2 = decode_batch(p2, BatchLimits{});
+  ASSERT_TRUE(d2.ok());
+  EXPECT_TRUE(d2->recipient_vars.empty());
+  EXPECT_TRUE(d2->unsubscribed.empty());
+}
+
+TEST(Batch, RecipientVarsBelongToThePrecedingRecipient) {
+  std::string head = raw_field(tag::kSender, "") + raw_field(tag::kMessage, "m");
+  std::string r1 = raw_field(tag::kRecipient, "a@x");
+  std::string r2 = raw_field(tag::kRecipient, "b@x");
+  std::string v1 = raw_field(tag::kRecipientVars, "V1");
+  std::string v2 = raw_field(tag::kRecipientVars, "V2");
+  // Vars after the second recipient only: the first gets an empty entry.
+  // The views point into the payload: keep each payload alive.
+  const std::string p1 = head + r1 + r2 + v2;
+  Result<BatchView> d = decode_batch(p1, BatchLimits{});
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  ASSERT_EQ(d->recipient_vars.size(), 2u);
+  EXPECT_EQ(d->recipient_vars[0], "");
+  EXPECT_EQ(d->recipient_vars[1], "V2");
+  // Other fields may come between a recipient and its vars.
+  const std::string p2 = head + r1 + raw_field(tag::kOption, "template=on") + v1 + r2;
+  d = decode_batch(p2, BatchLimits{});
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  ASSERT_EQ(d->recipient_vars.size(), 2u);
+  EXPECT_EQ(d->recipient_vars[0], "V1");
+  EXPECT_EQ(d->recipient_vars[1], "");
+  Result<BatchView> first = decode_batch(head + v1 + r1, BatchLimits{});
+  ASSERT_FALSE(first.ok());
+  EXPECT_NE(first.error().message.find("before any recipient"), std::string::npos);
+  Result<BatchView> twice = decode_batch(head + r1 + v1 + v2 + r2, BatchLimits{});
+  ASSERT_FALSE(twice.ok());
+  EXPECT_NE(twice.error().message.find("second recipient_vars field for recipient #0"),
+            std::string::npos)
+      << twice.error().message;
+  // A new recipient resets the rule.
+  EXPECT_TRUE(decode_batch(head + r1 + v1 + r2 + v2, BatchLimits{}).ok());
+  // Split at every byte: each strict prefix is an error or a shorter batch,
+  // never an over-read (ASan checks the exact-size buffers).
+  std::string full = head + r1 + v1 + r2 + v2 + raw_field(tag::kUnsubscribed, "u@x");
+  for (size_t len = 0; len < full.size(); ++len) {
+    HeapBytes part(full.substr(0, len));
+    (void)decode_batch(part.view(), BatchLimits{});
+  }
+}
+
+TEST(Batch, UnsubscribedLimit) {
+  BatchLimits limits;
+  limits.max_unsubscribed = 2;
+  std::string base = raw_field(tag::kSender, "") + raw_field(tag::kMessage, "m") +
+                     raw_field(tag::kRecipient, "a@x");
+  std::string u = raw_field(tag::kUnsubscribed, "u@x");
+  const std::string p2 = base + u + u;
+  Result<BatchView> two = decode_batch(p2, limits);
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ(two->unsubscribed.size(), 2u);
+  Result<BatchView> three = decode_batch(base + u + u + u, limits);
+  ASSERT_FALSE(three.ok());
+  EXPECT_EQ(three.error().code, Errc::kLimit);
+}
+
 TEST(Ack, RoundTrip) {
   Ack a;
   a.seq = 0x1122334455667788ull;
@@ -320,6 +405,7 @@ TEST(Names, AckStatusAndRejectReason) {
   EXPECT_EQ(reject_reason_name(RejectReason::kDuplicate), "duplicate");
   EXPECT_EQ(reject_reason_name(RejectReason::kSuppressed), "suppressed");
   EXPECT_EQ(reject_reason_name(RejectReason::kPolicy), "policy");
+  EXPECT_EQ(reject_reason_name(RejectReason::kTemplate), "template");
   EXPECT_EQ(reject_reason_name(static_cast<RejectReason>(999)), "unknown");
 }
 

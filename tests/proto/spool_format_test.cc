@@ -176,7 +176,8 @@ TEST(SpoolFormat, GarbageNeverCrashesAndLengthsAreChecked) {
     ASSERT_LE(res.good_end, g.size());
   }
   // A record that claims 1 GiB in a small file.
-  std::string huge = seg.substr(0, kSegmentHeaderSize) + std::string("\xff\xff\xff\x3f\x01\0\0\0\0\0\0\0", 12);
+  std::string huge =
+      seg.substr(0, kSegmentHeaderSize) + std::string("\xff\xff\xff\x3f\x01\0\0\0\0\0\0\0", 12);
   ScanResult res = scan_segment(huge, [](RecordType, std::string_view, size_t) { return true; });
   EXPECT_TRUE(res.damaged);
   EXPECT_EQ(res.records, 0u);
@@ -195,6 +196,52 @@ TEST(SpoolFormat, DecodersRefuseLies) {
   EXPECT_FALSE(decode_segment_header("RMSPOOL").ok());
   std::string wrong = seg;
   EXPECT_FALSE(decode_segment_header(std::string(32, 'x')).ok());
+}
+
+TEST(SpoolFormat, SignatureAndPersonalisationRoundTrip) {
+  // A signature made once at acceptance is stored as the start of the body.
+  JobRecord signed_job = sample_job(9, 2);
+  signed_job.body_prefix = "DKIM-Signature: v=1; a=ed25519-sha256; b=AAAA\r\n";
+  std::string seg;
+  append_job(seg, signed_job);
+  auto d = decode_job(std::string_view(seg).substr(kRecordHeaderSize));
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_EQ(d->body, std::string(signed_job.body_prefix) + std::string(signed_job.body));
+  EXPECT_FALSE(d->personalised);
+
+  // A personalised job keeps its signing domain, t= and every recipient's
+  // variables (empty ones too).
+  JobRecord p = sample_job(10, 3);
+  p.personalised = true;
+  p.body = "Subject: {{s}}\r\n\r\nHi {{n}}\r\n";
+  p.dkim_domain = "example.com";
+  p.dkim_time_s = 1'767'225'600;
+  const std::string v0(
+      "\x01n\x00\x00\x00\x03"
+      "Ann",
+      9);
+  p.rcpts[0].vars = v0;
+  p.rcpts[2].vars = "x";
+  std::string seg2;
+  append_job(seg2, p);
+  std::string_view payload = std::string_view(seg2).substr(kRecordHeaderSize);
+  auto e = decode_job(payload);
+  ASSERT_TRUE(e.ok()) << e.error().message;
+  EXPECT_TRUE(e->personalised);
+  EXPECT_EQ(e->body, p.body);
+  EXPECT_EQ(e->dkim_domain, "example.com");
+  EXPECT_EQ(e->dkim_time_s, p.dkim_time_s);
+  ASSERT_EQ(e->rcpts.size(), 3u);
+  EXPECT_EQ(e->rcpts[0].vars, v0);
+  EXPECT_EQ(e->rcpts[1].vars, "");
+  EXPECT_EQ(e->rcpts[2].vars, "x");
+  EXPECT_EQ(e->rcpts[2].address, p.rcpts[2].address);
+  // Every truncation is an error, never an over-read or a silently
+  // unpersonalised job.
+  for (size_t cut = 0; cut < payload.size(); ++cut) {
+    std::vector<char> buf(payload.begin(), payload.begin() + static_cast<long>(cut));
+    EXPECT_FALSE(decode_job(std::string_view(buf.data(), buf.size())).ok()) << cut;
+  }
 }
 
 TEST(SpoolFormat, Crc32cKnownValue) {
