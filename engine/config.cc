@@ -44,6 +44,7 @@ max_rcpts_per_txn = 100
 max_msgs_per_conn = 1000
 max_conns_per_destination = 10
 max_pipelined_txns = 4
+max_connecting = 256       # per shard: connections being set up at once (all destinations)
 pipelining = true
 chunking = true
 msg_rate = ""              # per source and destination, e.g. "100/s"; "" = unlimited
@@ -131,6 +132,7 @@ enabled = true
 invalid_ttl = "30d"
 unsubscribe_ttl = "0s"     # 0s: until an operator removes it
 file = ""
+flush_interval = "1s"      # new entries reach `file` this often (and at shutdown)
 )";
 
 bool valid_cidr(const std::string& text) {
@@ -451,6 +453,7 @@ Result<void> read_delivery(Section& s, DeliveryConfig* d) {
   RM_TRY(s.integer("max_msgs_per_conn", &d->max_msgs_per_conn, 1, 1'000'000));
   RM_TRY(s.integer("max_conns_per_destination", &d->max_conns_per_destination, 1, 10'000));
   RM_TRY(s.integer("max_pipelined_txns", &d->max_pipelined_txns, 1, 64));
+  RM_TRY(s.integer("max_connecting", &d->max_connecting, 1, 100'000));
   RM_TRY(s.rate("msg_rate", &d->msg_rate));
   RM_TRY(s.rate("connect_rate", &d->connect_rate));
   RM_TRY(s.duration("backoff", &d->backoff, Millis(0), Millis(86'400'000)));
@@ -914,8 +917,9 @@ Result<void> read_dkim(Section& root, Config* c) {
     RM_TRY(s.str("canonicalization", &k.canonicalization));
     if (k.canonicalization != "relaxed/relaxed" && k.canonicalization != "relaxed/simple" &&
         k.canonicalization != "simple/simple" && k.canonicalization != "simple/relaxed") {
-      return s.bad("canonicalization", "must be relaxed/relaxed, relaxed/simple, simple/simple "
-                                       "or simple/relaxed");
+      return s.bad("canonicalization",
+                   "must be relaxed/relaxed, relaxed/simple, simple/simple "
+                   "or simple/relaxed");
     }
     const toml::node* n = s.get("headers");
     if (n != nullptr) {
@@ -942,9 +946,10 @@ Result<void> read_dkim(Section& root, Config* c) {
 Result<void> read_suppression(Section& s, SuppressionConfig* c) {
   RM_TRY(s.boolean("enabled", &c->enabled));
   RM_TRY(s.duration("invalid_ttl", &c->invalid_ttl, Millis(0), Millis(3650LL * 86'400'000)));
-  RM_TRY(s.duration("unsubscribe_ttl", &c->unsubscribe_ttl, Millis(0),
-                    Millis(3650LL * 86'400'000)));
+  RM_TRY(
+      s.duration("unsubscribe_ttl", &c->unsubscribe_ttl, Millis(0), Millis(3650LL * 86'400'000)));
   RM_TRY(s.str("file", &c->file));
+  RM_TRY(s.duration("flush_interval", &c->flush_interval, Millis(10), Millis(3'600'000)));
   return s.finish();
 }
 

@@ -161,7 +161,7 @@ struct EgressConfig {
 
 struct TlsConfig {
   std::string ca_file = "/etc/ssl/certs/ca-certificates.crt";  // for TlsPolicy::kVerify
-  std::string min_version = "1.2";                              // "1.2" or "1.3"
+  std::string min_version = "1.2";                             // "1.2" or "1.3"
   Millis handshake_timeout{30'000};
   bool session_resumption = true;  // per destination (client side)
 };
@@ -178,8 +178,8 @@ struct SubmissionListener {
 
 struct SubmissionConfig {
   std::vector<SubmissionListener> listeners;
-  std::string hostname;           // greeting name; default delivery.ehlo_name
-  std::string credentials_file;   // "user:iterations:salt-hex:hash-hex" lines, PBKDF2-SHA256
+  std::string hostname;          // greeting name; default delivery.ehlo_name
+  std::string credentials_file;  // "user:iterations:salt-hex:hash-hex" lines, PBKDF2-SHA256
   std::vector<std::string> trusted_networks;  // CIDRs that may relay without AUTH
   uint64_t max_message_bytes = 32u << 20;
   uint32_t max_recipients = 1000;
@@ -209,7 +209,8 @@ struct SuppressionConfig {
   bool enabled = true;
   Millis invalid_ttl{30LL * 86'400'000};  // how long a 5.1.x bounce suppresses an address
   Millis unsubscribe_ttl{0};              // 0 = until removed by an operator
-  std::string file;  // where the list persists across restarts; empty = memory only
+  std::string file;             // where the list persists across restarts; empty = memory only
+  Millis flush_interval{1000};  // how often new entries are written to `file`
 };
 
 struct BouncesConfig {
@@ -249,6 +250,11 @@ struct DeliveryConfig {
   Millis backoff{300'000};
   TlsPolicy tls = TlsPolicy::kOpportunistic;
   uint32_t max_pipelined_txns = 4;
+  /// Per shard, over all destinations: connections between connect() and a
+  /// usable session (TCP, greeting, EHLO, TLS) at once. A queue that
+  /// suddenly needs thousands of connections (a restart with a full spool,
+  /// a burst to many domains) opens them in waves instead of a SYN flood.
+  uint32_t max_connecting = 256;
   bool pipelining = true;
   bool chunking = true;
   SmtpTimeouts timeouts;

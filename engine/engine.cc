@@ -35,6 +35,11 @@ proto::Ack Engine::submit(const Batch& batch) {
     pool_opt = "pool=" + batch.pool;
     in.options.push_back(pool_opt);
   }
+  for (const auto& o : batch.options) {
+    in.options.push_back(o);
+  }
+  in.recipient_vars.assign(batch.recipient_vars.begin(), batch.recipient_vars.end());
+  in.unsubscribed.assign(batch.unsubscribed.begin(), batch.unsubscribed.end());
   return rt_->accept_batch(in, -1);
 }
 
@@ -87,6 +92,8 @@ void Engine::wake_for_test() {
   rt_->wake_all();
 }
 
-engine::SpoolFaults& Engine::spool_faults_for_test() { return engine::SpoolFaults::instance(); }
+engine::SpoolFaults& Engine::spool_faults_for_test() {
+  return engine::SpoolFaults::instance();
+}
 
 }  // namespace ringmail

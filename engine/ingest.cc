@@ -291,6 +291,8 @@ class Ingest::Conn {
     in.recipients = std::move(batch->recipients);
     in.origin = id_;
     in.options = std::move(batch->options);
+    in.recipient_vars = std::move(batch->recipient_vars);
+    in.unsubscribed = std::move(batch->unsubscribed);
     // The acknowledgement may come later (after the spool's fsync), on this
     // shard; the connection may be gone by then.
     Ingest* ingest = &ingest_;
@@ -439,7 +441,7 @@ class Ingest::Conn {
   std::string payload_;
   size_t payload_have_ = 0;
   uint64_t batch_seq_ = 0;
-  uint64_t acked_ = 0;  // ACKs sent so far (batch_seq of the last one)
+  uint64_t acked_ = 0;                          // ACKs sent so far (batch_seq of the last one)
   std::deque<std::optional<proto::Ack>> acks_;  // batches acked_+1.. in order
   std::string out_;
   std::string sending_buf_;

@@ -39,7 +39,7 @@ namespace ringmail {
 namespace engine {
 class Runtime;
 struct SpoolFaults;
-}
+}  // namespace engine
 
 using engine::EventCallback;
 using engine::EventType;
@@ -51,6 +51,15 @@ struct Batch {
   std::string message;   // raw RFC 5322 bytes
   std::vector<std::string> recipients;
   std::string pool;  // egress pool by name; empty: pool rules or the default
+  /// Further batch options, "name=value" (docs/protocol.md: dkim_domain,
+  /// list_unsubscribe, list_unsubscribe_mailto, list_unsubscribe_post,
+  /// feedback_id, personalise).
+  std::vector<std::string> options;
+  /// personalise=true: each recipient's variables, parallel to
+  /// `recipients` (encoded with proto::append_var; may be shorter).
+  std::vector<std::string> recipient_vars;
+  /// Addresses the platform reports as unsubscribed (suppressed from now on).
+  std::vector<std::string> unsubscribed;
 };
 
 struct Stats {
@@ -61,8 +70,8 @@ struct Stats {
   uint64_t connections_opened = 0;
   uint64_t transactions = 0;
   uint64_t unknown_outcomes = 0;
-  uint64_t dropped = 0;       // dropped by an operator
-  uint64_t queued_bytes = 0;  // memory charged to limits.max_queued_bytes
+  uint64_t dropped = 0;         // dropped by an operator
+  uint64_t queued_bytes = 0;    // memory charged to limits.max_queued_bytes
   uint64_t spool_damage = 0;    // damaged spool records found at start (reported in the log)
   uint64_t spool_segments = 0;  // spool segment files in use
   uint64_t spool_errors = 0;    // failed spool writes or fsyncs
@@ -92,7 +101,8 @@ class Engine {
   Stats stats() const;
   /// Runs an operator command (the ringmail-ctl commands: "list [PATTERN]",
   /// "pause PATTERN", "resume PATTERN", "flush PATTERN", "drop-batch ID",
-  /// "stats") and returns the JSON reply. Blocks until every shard answered.
+  /// "stats", "suppression list|check|add|remove …") and returns the JSON
+  /// reply. Blocks until every shard answered.
   std::string control(std::string_view command);
   const engine::Config& config() const;
   /// With a ManualClock: after advancing it, wake the shards so they look at

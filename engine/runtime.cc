@@ -11,12 +11,18 @@
 #include <cerrno>
 #include <cstring>
 #include <future>
+#include <random>
 #include <unordered_set>
 
 #include "engine/log.h"
 #include "engine/submission.h"
 #include "proto/address.h"
+#include "proto/bulk_headers.h"
 #include "proto/json.h"
+#include "proto/message_body.h"
+#include "proto/smtp_reply.h"
+#include "proto/template.h"
+#include "proto/text_util.h"
 
 namespace ringmail::engine {
 namespace {
@@ -87,6 +93,108 @@ Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
   return fd;
 }
 
+/// The batch options of docs/protocol.md (BATCH, 0x0014).
+struct BatchOptions {
+  std::string_view pool;
+  std::string_view dkim_domain;
+  std::string_view list_unsubscribe;         // https://…
+  std::string_view list_unsubscribe_mailto;  // mailto:…
+  std::string_view feedback_id;
+  bool personalise = false;
+  bool bulk() const {
+    return !list_unsubscribe.empty() || !list_unsubscribe_mailto.empty() || !feedback_id.empty();
+  }
+};
+
+Result<bool> parse_bool_option(std::string_view name, std::string_view v) {
+  if (v == "true" || v == "1" || v == "yes") {
+    return true;
+  }
+  if (v == "false" || v == "0" || v == "no") {
+    return false;
+  }
+  return make_error(Errc::kInvalidArgument,
+                    "batch option " + std::string(name) + " must be true or false");
+}
+
+Result<void> parse_batch_options(const std::vector<std::string_view>& in, BatchOptions* o) {
+  bool post = false;
+  std::vector<std::string_view> seen;
+  for (std::string_view opt : in) {
+    size_t eq = opt.find('=');
+    if (eq == std::string_view::npos) {
+      return make_error(Errc::kInvalidArgument,
+                        "batch option \"" + std::string(opt) + "\" is not name=value");
+    }
+    std::string_view name = opt.substr(0, eq);
+    std::string_view value = opt.substr(eq + 1);
+    if (std::find(seen.begin(), seen.end(), name) != seen.end()) {
+      return make_error(Errc::kInvalidArgument,
+                        "batch option " + std::string(name) + " is given twice");
+    }
+    seen.push_back(name);
+    if (name == "pool") {
+      o->pool = value;
+    } else if (name == "dkim_domain") {
+      if (value.empty()) {
+        return make_error(Errc::kInvalidArgument, "batch option dkim_domain is empty");
+      }
+      o->dkim_domain = value;
+    } else if (name == "list_unsubscribe") {
+      RM_TRY(proto::validate_unsubscribe_https(value));
+      o->list_unsubscribe = value;
+    } else if (name == "list_unsubscribe_mailto") {
+      RM_TRY(proto::validate_unsubscribe_mailto(value));
+      o->list_unsubscribe_mailto = value;
+    } else if (name == "list_unsubscribe_post") {
+      auto b = parse_bool_option(name, value);
+      RM_TRY(b);
+      if (!*b) {
+        return make_error(Errc::kInvalidArgument,
+                          "list_unsubscribe_post=false: an https list_unsubscribe always "
+                          "comes with List-Unsubscribe-Post (RFC 8058 one-click)");
+      }
+      post = true;
+    } else if (name == "feedback_id") {
+      RM_TRY(proto::validate_feedback_id(value));
+      o->feedback_id = value;
+    } else if (name == "personalise") {
+      auto b = parse_bool_option(name, value);
+      RM_TRY(b);
+      o->personalise = *b;
+    } else {
+      return make_error(Errc::kInvalidArgument,
+                        "unknown batch option \"" + std::string(opt) +
+                            "\" (pool, dkim_domain, list_unsubscribe, "
+                            "list_unsubscribe_mailto, list_unsubscribe_post, "
+                            "feedback_id, personalise)");
+    }
+  }
+  if (post && o->list_unsubscribe.empty()) {
+    return make_error(Errc::kInvalidArgument,
+                      "list_unsubscribe_post=true needs an https list_unsubscribe");
+  }
+  return ok_result();
+}
+
+/// The message as a template whose only placeholders are none: every
+/// "{{" becomes the escape "{{{{" (proto/template.h).
+std::string escape_template(std::string_view text) {
+  std::string out;
+  out.reserve(text.size() + 16);
+  size_t pos = 0;
+  for (;;) {
+    size_t p = text.find("{{", pos);
+    if (p == std::string_view::npos) {
+      out.append(text.substr(pos));
+      return out;
+    }
+    out.append(text.substr(pos, p - pos));
+    out.append("{{{{");
+    pos = p + 2;
+  }
+}
+
 }  // namespace
 
 Runtime::Runtime(Config config, const Clock* clock)
@@ -127,12 +235,46 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
     }
     rt->submission_fds_.push_back(*fd);
   }
+  {
+    auto signer = DkimSigner::create(c.dkim);
+    if (!signer.ok()) {
+      return std::move(signer).take_error();
+    }
+    if (!(*signer)->empty()) {
+      rt->dkim_ = std::move(*signer);
+    }
+  }
+  {
+    auto list = SuppressionList::open(c.suppression, *rt->clock_);
+    if (!list.ok()) {
+      return std::move(list).take_error();
+    }
+    rt->suppression_ = std::move(*list);
+  }
+  {
+    uint64_t seed = 0;
+    std::random_device rd;
+    seed = (uint64_t{rd()} << 32) ^ rd();
+    rt->message_id_seed_ = seed;
+  }
   for (uint32_t i = 0; i < n * n; ++i) {
     rt->rings_.push_back(std::make_unique<ShardRing>());
   }
   for (uint32_t i = 0; i < n; ++i) {
     rt->external_.push_back(std::make_unique<MpscQueue>());
     rt->shards_.push_back(std::make_unique<Shard>(*rt, i, n));
+  }
+  if (c.suppression.enabled) {
+    // Hard bounces of the invalid-recipient class feed the suppression
+    // list through the shards' own event path (no thread runs yet).
+    uint64_t id = rt->subscriber_seq_.fetch_add(1) + 1;
+    Runtime* self = rt.get();
+    for (auto& s : rt->shards_) {
+      s->add_subscriber(id, [self](const EventView& v) { self->note_bounce(v); });
+    }
+  }
+  if (!c.suppression.file.empty()) {
+    rt->flush_thread_ = std::thread([r = rt.get()] { r->flush_loop(); });
   }
   for (uint32_t i = 0; i < n; ++i) {
     Shard* s = rt->shards_[i].get();
@@ -215,17 +357,75 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
     sender_utf8 = s->utf8;
     sender_domain = proto::normalize_domain(s->domain);
   }
-  std::string_view pool_name;
-  for (std::string_view opt : in.options) {
-    if (opt.starts_with("pool=")) {
-      pool_name = opt.substr(5);
-    } else {
-      return reject("unknown batch option \"" + std::string(opt) + "\"");
-    }
+  BatchOptions opts;
+  if (auto r = parse_batch_options(in.options, &opts); !r.ok()) {
+    return reject(r.error().message);
+  }
+  std::string_view pool_name = opts.pool;
+  bool has_vars = false;
+  for (std::string_view v : in.recipient_vars) {
+    has_vars = has_vars || !v.empty();
+  }
+  if (has_vars && !opts.personalise) {
+    return reject("the batch has recipient variables but no option personalise=true");
   }
   auto pool = config_.egress.pool_for(pool_name, sender_domain);
   if (!pool) {
     return reject("unknown pool \"" + std::string(pool_name) + "\"");
+  }
+  // Unsubscribe reports are facts about earlier mail: recorded before this
+  // batch's recipients are checked (an address both unsubscribed and
+  // addressed here is refused).
+  if (!in.unsubscribed.empty() && suppression_->enabled()) {
+    std::string note = "unsubscribed (batch " + ack.batch_id + ")";
+    for (std::string_view u : in.unsubscribed) {
+      auto mb = proto::parse_mailbox(u);
+      if (!mb.ok() || mb->domain_literal) {
+        continue;  // not an address ringmail could send to anyway
+      }
+      suppression_->note_unsubscribed(SuppressionList::key(u), note);
+    }
+  }
+  // The message: bulk headers added, then personalised or signed.
+  const int64_t now_wall_ms = clock_->wall_ms();
+  const int64_t now_s = now_wall_ms / 1000;
+  std::string prepared;  // the normalised message with added fields
+  std::string_view content = in.message;
+  std::shared_ptr<const Personalisation> personal;
+  const bool unsubscribe_vars = opts.list_unsubscribe.find("{{") != std::string_view::npos ||
+                                opts.list_unsubscribe_mailto.find("{{") != std::string_view::npos;
+  const bool add_fields = dkim_ != nullptr || opts.bulk();
+  if (add_fields || opts.personalise || unsubscribe_vars) {
+    proto::normalize_body(in.message, prepared);
+    if (unsubscribe_vars && !opts.personalise) {
+      // Only the URI's placeholders are live: the rest of the message is
+      // not a template, so its own "{{" are escaped ("{{{{", template.h).
+      prepared = escape_template(prepared);
+    }
+    if (add_fields) {
+      proto::BulkHeaderOptions bo;
+      bo.add_date = true;
+      bo.date_s = now_s;
+      std::string mid = proto::make_message_id(
+          ack.batch_id, message_id_seed_ ^ message_ids_.fetch_add(1, std::memory_order_relaxed),
+          sender_domain.empty() ? std::string_view("ringmail.invalid") : sender_domain);
+      bo.message_id = mid;
+      bo.list_unsubscribe = opts.list_unsubscribe;
+      bo.list_unsubscribe_mailto = opts.list_unsubscribe_mailto;
+      bo.feedback_id = opts.feedback_id;
+      auto added = proto::add_bulk_headers(prepared, bo);
+      if (!added.ok()) {
+        return reject("cannot add header fields: " + added.error().message);
+      }
+    }
+    content = prepared;
+  }
+  if (opts.personalise || unsubscribe_vars) {
+    auto p = Personalisation::create(content, dkim_, opts.dkim_domain, now_s);
+    if (!p.ok()) {
+      return reject(p.error().message);
+    }
+    personal = std::move(*p);
   }
   // Pass 1: validate, normalise the domain, pick the shard, size arenas.
   const uint32_t n = shard_count();
@@ -233,6 +433,7 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
     std::string addr;  // local@lower-domain
     uint32_t shard;
     uint16_t domain_off;
+    std::string_view vars;  // personalised: the recipient's encoded variables
   };
   std::vector<Parsed> parsed;
   parsed.reserve(in.recipients.size());
@@ -259,6 +460,25 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
     p.addr.push_back('@');
     p.domain_off = static_cast<uint16_t>(p.addr.size());
     p.addr.append(dom);
+    if (suppression_->enabled() && suppression_->size() > 0) {
+      if (auto hit = suppression_->check(p.addr)) {
+        std::string why = "suppressed (" + std::string(suppression_reason_name(hit->reason));
+        why += hit->expires_ms == 0
+                   ? ")"
+                   : " until " + proto::format_rfc5322_date(hit->expires_ms / 1000) + ")";
+        ack.rejections.push_back({i, proto::RejectReason::kSuppressed, std::move(why)});
+        continue;
+      }
+    }
+    if (personal != nullptr) {
+      std::string_view vars = i < in.recipient_vars.size() ? in.recipient_vars[i] : "";
+      auto bound = proto::bind_vars(personal->tmpl(), vars, p.addr);
+      if (!bound.ok()) {
+        ack.rejections.push_back({i, proto::RejectReason::kTemplate, bound.error().message});
+        continue;
+      }
+      p.vars = vars;
+    }
     p.shard = shard_for_domain(dom);
     parsed.push_back(std::move(p));
   }
@@ -302,7 +522,7 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
   for (uint32_t s = 0; s < n; ++s) {
     rcpt_bytes += arena_bytes[s];
   }
-  uint64_t need = rcpt_bytes + in.message.size() + in.message.size() / 32 + 256;
+  uint64_t need = rcpt_bytes + content.size() + content.size() / 32 + 256;
   const LimitsConfig& lim = config_.limits;
   if (unfinished() + accepted > lim.max_queued_recipients ||
       queued_bytes() + need > lim.max_queued_bytes) {
@@ -318,16 +538,29 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
   mi.batch_id = ack.batch_id;
   mi.sender = std::string(in.sender);
   mi.sender_utf8 = sender_utf8;
-  mi.raw = in.message;
+  mi.raw = content;
   mi.origin = in.origin;
   mi.auth_user = std::string(in.auth_user);
-  mi.accepted_wall_ms = clock_->wall_ms();
+  mi.accepted_wall_ms = now_wall_ms;
   mi.accepted_at = clock_->now();
   mi.pool = *pool;
   mi.budget = &queued_bytes_;
-  MessageRef msg = Message::create(std::move(mi));
-  // Pass 2: build one job per shard that has recipients.
+  MessageRef msg;
+  if (personal == nullptr) {
+    // Signed once, here, for every recipient (engine/message.h).
+    mi.dkim = dkim_.get();
+    mi.dkim_domain = std::string(opts.dkim_domain);
+    mi.dkim_time_s = now_s;
+    msg = Message::create(std::move(mi));
+    if (!msg->dkim_error().empty()) {
+      return reject("DKIM signing failed: " + msg->dkim_error());
+    }
+  }
+  // Pass 2: build one job per shard that has recipients. A personalised
+  // batch gets one Message per job (they share the template): a
+  // Message's variables are indexed like its job's recipients.
   std::vector<Job*> jobs(n, nullptr);
+  std::vector<std::vector<std::string_view>> job_vars(personal != nullptr ? n : 0);
   for (size_t i = 0; i < parsed.size(); ++i) {
     if (!keep[i]) {
       continue;
@@ -341,6 +574,29 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
       j->rcpts.reserve(counts[p.shard]);
     }
     j->add(p.addr, p.domain_off);
+    if (personal != nullptr) {
+      job_vars[p.shard].push_back(p.vars);
+    }
+  }
+  if (personal != nullptr) {
+    for (uint32_t s = 0; s < n; ++s) {
+      if (jobs[s] == nullptr) {
+        continue;
+      }
+      MessageInit pi;
+      pi.batch_id = mi.batch_id;
+      pi.sender = mi.sender;
+      pi.sender_utf8 = mi.sender_utf8;
+      pi.origin = mi.origin;
+      pi.auth_user = mi.auth_user;
+      pi.accepted_wall_ms = mi.accepted_wall_ms;
+      pi.accepted_at = mi.accepted_at;
+      pi.pool = mi.pool;
+      pi.budget = mi.budget;
+      pi.personal = personal;
+      pi.rcpt_vars = std::move(job_vars[s]);
+      jobs[s]->msg = Message::create(std::move(pi));
+    }
   }
   unfinished_.fetch_add(accepted, std::memory_order_acq_rel);
   queued_bytes_.fetch_add(rcpt_bytes, std::memory_order_relaxed);
@@ -617,10 +873,14 @@ void Runtime::control(std::string_view line, int from_shard,
     done(std::move(out));
     return;
   }
+  if (cmd == "suppression") {
+    done(suppression_command(arg));
+    return;
+  }
   bool needs_arg = cmd == "pause" || cmd == "resume" || cmd == "flush" || cmd == "drop-batch";
   if (cmd != "list" && !needs_arg) {
     done(control_error("unknown command \"" + cmd +
-                       "\" (list, pause, resume, flush, drop-batch, stats)"));
+                       "\" (list, pause, resume, flush, drop-batch, stats, suppression)"));
     return;
   }
   if (needs_arg && arg.empty()) {
@@ -645,6 +905,154 @@ void Runtime::control(std::string_view line, int from_shard,
       post_external(i, [call](Shard& s) { control_run(s, call); });
     }
   }
+}
+
+// ---------------------------------------------------------------------------
+// Suppression: bounces, the periodic flush, operator commands.
+
+void Runtime::note_bounce(const EventView& ev) {
+  if (ev.type != EventType::kBounced) {
+    return;
+  }
+  proto::EnhancedCode code = proto::parse_enhanced_code(ev.enhanced_code);
+  if (!SuppressionList::suppresses(code)) {
+    return;
+  }
+  std::string note = std::to_string(ev.code) + " " + std::string(ev.response);
+  note += " (batch " + std::string(ev.batch) + ")";
+  suppression_->note_bounce(ev.recipient, code, note);
+}
+
+void Runtime::flush_loop() {
+  const Millis every = config_.suppression.flush_interval;
+  std::unique_lock lock(flush_mu_);
+  while (!flush_cv_.wait_for(lock, every, [&] { return flush_stop_; })) {
+    lock.unlock();
+    suppression_->expire();
+    auto r = suppression_->flush();
+    if (!r.ok()) {
+      RM_LOG_ERROR("suppression: %s", r.error().message.c_str());
+    }
+    lock.lock();
+  }
+}
+
+std::string Runtime::suppression_command(std::string_view args) {
+  // suppression list [PATTERN [LIMIT]] | check ADDRESS | add ADDRESS [REASON [TTL_S [NOTE…]]]
+  // | remove ADDRESS
+  std::vector<std::string_view> w;
+  size_t pos = 0;
+  while (pos < args.size()) {
+    size_t sp = args.find(' ', pos);
+    if (sp == std::string_view::npos) {
+      sp = args.size();
+    }
+    if (sp > pos) {
+      w.push_back(args.substr(pos, sp - pos));
+    }
+    pos = sp + 1;
+  }
+  const char* usage =
+      "usage: suppression list [PATTERN [LIMIT]] | check ADDRESS | add ADDRESS [REASON [TTL_S "
+      "[NOTE]]] | remove ADDRESS";
+  if (w.empty()) {
+    return control_error(usage);
+  }
+  std::string out = "{\"ok\":true,\"command\":\"suppression ";
+  out += w[0];
+  out += "\"";
+  SuppressionList& sl = *suppression_;
+  if (w[0] == "list") {
+    std::string_view pattern = w.size() > 1 ? w[1] : "*";
+    size_t limit = 1000;
+    if (w.size() > 2) {
+      uint64_t v = 0;
+      if (!proto::internal::parse_u64(w[2], &v) || v == 0) {
+        return control_error("suppression list: LIMIT must be a positive number");
+      }
+      limit = static_cast<size_t>(std::min<uint64_t>(v, 1'000'000));
+    }
+    size_t total = 0;
+    auto entries = sl.list(pattern, limit, &total);
+    out += ",\"total\":";
+    proto::append_json_uint(out, total);
+    out += ",\"entries\":[";
+    for (size_t i = 0; i < entries.size(); ++i) {
+      out += i == 0 ? "" : ",";
+      append_suppression_json(out, entries[i]);
+    }
+    out += "]}";
+    return out;
+  }
+  if (w.size() < 2) {
+    return control_error(usage);
+  }
+  std::string key = SuppressionList::key(w[1]);
+  if (key.empty()) {
+    return control_error("suppression: \"" + std::string(w[1]) + "\" is not an address");
+  }
+  out += ",\"address\":";
+  proto::append_json_string(out, key);
+  if (w[0] == "check") {
+    auto hit = sl.check(key);
+    out += ",\"suppressed\":";
+    out += hit ? "true" : "false";
+    if (hit) {
+      out += ",\"reason\":";
+      proto::append_json_string(out, suppression_reason_name(hit->reason));
+      out += ",\"expires\":";
+      if (hit->expires_ms == 0) {
+        out += "null";
+      } else {
+        std::string ts;
+        append_rfc3339_ms(ts, hit->expires_ms);
+        proto::append_json_string(out, ts);
+      }
+    }
+    out += "}";
+    return out;
+  }
+  if (w[0] == "add") {
+    SuppressionReason reason = SuppressionReason::kManual;
+    if (w.size() > 2) {
+      auto r = parse_suppression_reason(w[2]);
+      if (!r) {
+        return control_error("suppression add: unknown reason \"" + std::string(w[2]) +
+                             "\" (invalid_recipient, unsubscribed, manual)");
+      }
+      reason = *r;
+    }
+    Millis ttl{0};
+    if (w.size() > 3) {
+      uint64_t v = 0;
+      if (!proto::internal::parse_u64(w[3], &v) || v > 3650ull * 86'400) {
+        return control_error("suppression add: TTL_S must be seconds (0 = never expires)");
+      }
+      ttl = Millis(static_cast<int64_t>(v) * 1000);
+    }
+    std::string note = "added by an operator";
+    if (w.size() > 4) {
+      size_t at = static_cast<size_t>(w[4].data() - args.data());
+      note = std::string(args.substr(at));
+    }
+    auto r = sl.add(key, reason, ttl, note);
+    if (!r.ok()) {
+      return control_error("suppression add: " + r.error().message);
+    }
+    out += "}";
+    return out;
+  }
+  if (w[0] == "remove") {
+    auto r = sl.remove(key);
+    if (!r.ok()) {
+      return control_error("suppression remove: " + r.error().message);
+    }
+    out += ",\"removed\":";
+    out += *r ? "true" : "false";
+    out += "}";
+    return out;
+  }
+  return control_error(usage);
 }
 
 uint64_t Runtime::subscribe(EventCallback cb) {
@@ -708,6 +1116,27 @@ void Runtime::shutdown(Millis grace) {
     t.join();
   }
   threads_.clear();
+  // Tasks posted after a shard's last look at its queue (a subscription
+  // racing the shutdown) never run: free them.
+  for (auto& q : external_) {
+    while (MpscNode* n = q->pop()) {
+      delete static_cast<ExternalTask*>(n);
+    }
+  }
+  if (flush_thread_.joinable()) {
+    {
+      std::lock_guard lock(flush_mu_);
+      flush_stop_ = true;
+    }
+    flush_cv_.notify_all();
+    flush_thread_.join();
+  }
+  if (suppression_ != nullptr) {
+    auto r = suppression_->flush();
+    if (!r.ok()) {
+      RM_LOG_ERROR("suppression: %s", r.error().message.c_str());
+    }
+  }
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
     listen_fd_ = -1;

@@ -18,9 +18,11 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/dkim.h"
 #include "engine/events.h"
-#include "engine/shard.h"
 #include "engine/scheduler.h"
+#include "engine/shard.h"
+#include "engine/suppression.h"
 #include "proto/batch_wire.h"
 
 namespace ringmail::engine {
@@ -33,7 +35,12 @@ struct BatchInput {
   std::vector<std::string_view> recipients;
   uint64_t origin = 0;  // ingest connection id; 0 = embedding API
   std::string_view auth_user;
-  std::vector<std::string_view> options;  // "name=value"; "pool=NAME" is the only one
+  std::vector<std::string_view> options;  // "name=value" (docs/protocol.md, BATCH options)
+  /// Parallel to `recipients` (may be shorter; missing = none): each
+  /// recipient's encoded variables (proto/template.h) for personalise=true.
+  std::vector<std::string_view> recipient_vars;
+  /// Addresses the platform reports as unsubscribed: added to suppression.
+  std::vector<std::string_view> unsubscribed;
 };
 
 /// Memory charged per queued recipient besides its address (entry, queue
@@ -70,8 +77,12 @@ class Runtime {
   void add_recovered(uint64_t recipients, uint64_t addr_bytes);
   /// A job that was never acknowledged is dropped: return its charges.
   void abandon(uint64_t recipients, uint64_t addr_bytes);
+  /// The DKIM signer built from [[dkim]] (null without keys). Any thread.
+  const std::shared_ptr<const DkimSigner>& dkim_signer() const { return dkim_; }
+  /// The suppression list ([suppression]). Any thread (it locks itself).
+  SuppressionList& suppression() { return *suppression_; }
   /// Runs an operator command (list, pause, resume, flush, drop-batch,
-  /// stats; see ringmail-ctl) on every shard and calls `done` with the JSON
+  /// stats, suppression …; see ringmail-ctl) on every shard and calls `done` with the JSON
   /// reply on shard 0's thread. `from_shard` as for accept_batch.
   void control(std::string_view line, int from_shard, std::function<void(std::string)> done);
   uint64_t subscribe(EventCallback cb);
@@ -119,6 +130,20 @@ class Runtime {
   /// ack; when it says accepted, `jobs` holds the per-shard jobs (not yet
   /// handed to any shard).
   proto::Ack build_jobs(const BatchInput& in, std::vector<Job*>* jobs);
+  /// "suppression list|check|add|remove …": runs on the caller's thread.
+  std::string suppression_command(std::string_view args);
+  /// A final bounce seen by the internal event subscriber (any shard).
+  void note_bounce(const EventView& ev);
+  void flush_loop();
+
+  std::shared_ptr<const DkimSigner> dkim_;
+  std::unique_ptr<SuppressionList> suppression_;
+  std::thread flush_thread_;  // writes the suppression log every flush_interval
+  std::mutex flush_mu_;
+  std::condition_variable flush_cv_;
+  bool flush_stop_ = false;
+  std::atomic<uint64_t> message_ids_{0};
+  uint64_t message_id_seed_ = 0;
 
   Config config_;
   const Clock* clock_;

@@ -175,8 +175,16 @@ Destination& Scheduler::destination(std::string_view domain, uint32_t pool) {
 
 void Scheduler::accept(Job* job) {
   unfinished_ += job->rcpts.size();
-  // Recipients of one job that share a domain form runs; jobs are built in
-  // batch order, so a run is usually the whole domain's share.
+  enqueue_job(job);
+  settle_job();
+  dispatch_touched();
+}
+
+void Scheduler::enqueue_job(Job* job) {
+  // Recipients of one job that share a domain form runs. Every run is
+  // queued before anything is dispatched, so a job's recipients for one
+  // destination travel in as few transactions as the limits allow even
+  // when the batch interleaves domains.
   uint32_t i = 0;
   const auto n = static_cast<uint32_t>(job->rcpts.size());
   const uint32_t pool = job->msg->pool();
@@ -187,9 +195,43 @@ void Scheduler::accept(Job* job) {
       ++j;
     }
     Destination& d = destination(dom, pool);
-    enqueue_run(d, job, i, j - i);
-    dispatch(d);
+    for (uint32_t k = i; k < j; ++k) {
+      enqueue(d, job, k);
+    }
     i = j;
+  }
+}
+
+void Scheduler::enqueue(Destination& d, Job* job, uint32_t idx) {
+  job->rcpts[idx].status = RcptStatus::kQueued;
+  d.ready.push_back(QItem{job, idx});
+  if (d.job_new == 0) {
+    job_touched_.push_back(&d);
+  }
+  ++d.job_new;
+}
+
+void Scheduler::settle_job() {
+  // One job's recipients for a destination are consecutive in its queue:
+  // they need ceil(n / max_rcpts_per_txn) transactions.
+  for (Destination* d : job_touched_) {
+    const uint32_t per = std::max<uint32_t>(1, d->shaping.max_rcpts_per_txn);
+    d->ready_txns += (d->job_new + per - 1) / per;
+    d->job_new = 0;
+    if (!d->touched) {
+      d->touched = true;
+      touched_.push_back(d);
+    }
+  }
+  job_touched_.clear();
+}
+
+void Scheduler::dispatch_touched() {
+  std::vector<Destination*> ds;
+  ds.swap(touched_);
+  for (Destination* d : ds) {
+    d->touched = false;
+    dispatch(*d);
   }
 }
 
@@ -218,7 +260,7 @@ void Scheduler::accept_recovered(std::vector<RecoveredJob> jobs) {
         if (r.next_retry_ms > now_wall) {
           later.push_back(QItem{job, r.idx});
         } else {
-          enqueue_run(d, job, r.idx, 1);
+          enqueue(d, job, r.idx);
         }
       }
       if (!later.empty()) {
@@ -232,20 +274,14 @@ void Scheduler::accept_recovered(std::vector<RecoveredJob> jobs) {
         retry_groups_.insert(g);
         shard_.timers().schedule(&g->timer, now + Millis(first.next_retry_ms - now_wall));
       }
-      dispatch(d);
       i = j;
     }
+    settle_job();
   }
+  // Each destination is dispatched once, with its whole recovered queue:
+  // connections are opened for the queue's size, not once per job.
+  dispatch_touched();
   shard_.runtime().add_recovered(rcpts, bytes);
-}
-
-void Scheduler::enqueue_run(Destination& d, Job* job, uint32_t first, uint32_t count) {
-  for (uint32_t k = 0; k < count; ++k) {
-    job->rcpts[first + k].status = RcptStatus::kQueued;
-    d.ready.push_back(QItem{job, first + k});
-  }
-  const uint32_t per = d.shaping.max_rcpts_per_txn;
-  d.ready_txns += (count + per - 1) / per;
 }
 
 void Scheduler::arm_wake(Destination& d, TimePoint when) {
@@ -336,6 +372,14 @@ void Scheduler::open_more(Destination& d) {
       ++tries;
       continue;
     }
+    if (connecting_ >= config_.delivery.max_connecting) {
+      // The shard's set-up budget is spent: wait in line for a slot.
+      if (!d.waiting_slot) {
+        d.waiting_slot = true;
+        slot_waiters_.push_back(&d);
+      }
+      break;
+    }
     open_connection(d, i);
     ++connecting;
     ++d.next_source;
@@ -387,6 +431,7 @@ void Scheduler::open_connection(Destination& d, uint32_t source) {
   SourceState& s = d.sources[source];
   ++s.connections;
   ++connections_;
+  ++connecting_;
   d.all.push_back(c);
   shard_.stats().connections_opened.fetch_add(1, std::memory_order_relaxed);
   c->start();
@@ -411,7 +456,12 @@ bool Scheduler::give_txn(Destination& d, SmtpConnection* c) {
   ctx->job = d.ready.front().job;
   SessionTxn txn;
   txn.msg = ctx->job->msg;
-  const uint32_t max = d.shaping.max_rcpts_per_txn;
+  // A personalised message is rendered per recipient: one per transaction.
+  const bool personal = txn.msg->personalised();
+  const uint32_t max = personal ? 1 : d.shaping.max_rcpts_per_txn;
+  if (personal) {
+    txn.vars = txn.msg->rcpt_vars(d.ready.front().idx);
+  }
   while (!d.ready.empty() && d.ready.front().job == ctx->job && ctx->idx.size() < max) {
     uint32_t idx = d.ready.front().idx;
     d.ready.pop_front();
@@ -463,6 +513,25 @@ void Scheduler::connection_expired(SmtpConnection* c) {
   std::erase(c->dest()->sources[c->source()].idle, c);
 }
 
+void Scheduler::connection_ready(SmtpConnection* /*c*/) {
+  --connecting_;
+  grant_slots();
+}
+
+void Scheduler::grant_slots() {
+  if (granting_ || aborting_) {
+    return;
+  }
+  granting_ = true;
+  while (connecting_ < config_.delivery.max_connecting && !slot_waiters_.empty()) {
+    Destination* d = slot_waiters_.front();
+    slot_waiters_.pop_front();
+    d->waiting_slot = false;
+    open_more(*d);
+  }
+  granting_ = false;
+}
+
 void Scheduler::connection_closed(SmtpConnection* c) {
   Destination& d = *c->dest();
   SourceState& s = d.sources[c->source()];
@@ -470,6 +539,10 @@ void Scheduler::connection_closed(SmtpConnection* c) {
   std::erase(d.all, c);
   --s.connections;
   --connections_;
+  if (!c->working()) {
+    --connecting_;
+  }
+  grant_slots();
   if (aborting_) {
     // Our own shutdown closed it: not a statement about the destination.
     dispatch(d);
@@ -738,7 +811,8 @@ void Scheduler::retry_due(RetryGroup* g) {
       q.job->rcpts[q.idx].status = RcptStatus::kQueued;
       d.ready.push_back(q);
     }
-    d.ready_txns += 1 + live.size() / std::max<uint32_t>(1, d.shaping.max_rcpts_per_txn);
+    const uint32_t per = std::max<uint32_t>(1, d.shaping.max_rcpts_per_txn);
+    d.ready_txns += (live.size() + per - 1) / per;
     dispatch(d);
   }
 }

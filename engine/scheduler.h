@@ -152,8 +152,11 @@ struct Destination {
   bool resolving = false;
   bool paused = false;  // by an operator
   std::deque<QItem> ready;
-  uint64_t ready_txns = 0;  // estimate of transactions in `ready`
-  uint64_t in_flight = 0;   // recipients in transactions
+  uint64_t ready_txns = 0;    // estimate of transactions in `ready`
+  uint32_t job_new = 0;       // recipients of the job being queued (Scheduler::settle_job)
+  bool touched = false;       // waiting in Scheduler::touched_ for dispatch
+  bool waiting_slot = false;  // in Scheduler::slot_waiters_
+  uint64_t in_flight = 0;     // recipients in transactions
   uint64_t retry_waiting = 0;
   std::vector<SourceState> sources;
   std::vector<SmtpConnection*> all;
@@ -191,6 +194,9 @@ class Scheduler {
   /// The connection's session can take transactions: feed it, or park it
   /// as idle when there is nothing to do.
   void feed(SmtpConnection* c);
+  /// The connection's session became usable for the first time (it no
+  /// longer counts against delivery.max_connecting).
+  void connection_ready(SmtpConnection* c);
   void connection_closed(SmtpConnection* c);
   /// `tls`: SmtpConnection::tls_summary() (empty: plaintext).
   void record_outcome(const SessionTxn& txn, size_t index, const Outcome& o, std::string_view peer,
@@ -228,7 +234,13 @@ class Scheduler {
 
  private:
   Destination& destination(std::string_view domain, uint32_t pool);
-  void enqueue_run(Destination& d, Job* job, uint32_t first, uint32_t count);
+  // Queueing: enqueue() every recipient of a job, settle_job() to count
+  // the job's transactions per destination, dispatch_touched() once.
+  void enqueue_job(Job* job);
+  void enqueue(Destination& d, Job* job, uint32_t idx);
+  void settle_job();
+  void dispatch_touched();
+  void grant_slots();
   void dispatch(Destination& d);
   void open_more(Destination& d);
   void feed_one(SmtpConnection* c);
@@ -264,6 +276,13 @@ class Scheduler {
   uint64_t unfinished_ = 0;
   uint64_t connections_ = 0;
   bool shutting_down_ = false;
+  std::vector<Destination*> job_touched_;  // destinations of the job being queued
+  std::vector<Destination*> touched_;      // destinations to dispatch
+  // Connections being set up (not yet usable), against
+  // delivery.max_connecting; destinations that want more wait in line.
+  uint32_t connecting_ = 0;
+  std::deque<Destination*> slot_waiters_;
+  bool granting_ = false;
   bool aborting_ = false;      // abort_all(): connections close because we stop
   std::string last_deferral_;  // summary of the latest deferring reply (for retry groups)
 

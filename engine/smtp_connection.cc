@@ -386,11 +386,12 @@ void SmtpConnection::flush_tls() {
     wire_.clear();
     wire_sent_ = 0;
     if (!tls_handshaking_ && tls_error_.empty() && !encrypt_pending()) {
+      all_sent();
       return;
     }
     tls_->take_output(&wire_);
     if (wire_.empty()) {
-      send_timer_.cancel();
+      all_sent();
       return;
     }
   }
@@ -432,7 +433,7 @@ void SmtpConnection::flush() {
   }
   if (inflight_.done()) {
     if (session_->out().empty()) {
-      send_timer_.cancel();
+      all_sent();
       return;
     }
     session_->out().take(&inflight_);
@@ -545,7 +546,13 @@ void SmtpConnection::after_session() {
       maybe_finish();
       return;
     }
-    failed_before_ready_ = s.failed_before_ready() && !working_;
+    // A session that failed before it carried a single transaction (a
+    // desynchronised server, a reset right after EHLO) says as much about
+    // the destination as one that failed before it was ready: the
+    // scheduler must back off, not reconnect at once. (A parked idle
+    // connection the server closes is not a failure.)
+    failed_before_ready_ = (s.failed_before_ready() && !working_) ||
+                           (s.last_error() && s.txns_started() == 0 && !parked_);
     failure_ = s.last_error();
     failure_stage_ = s.failure_stage();
     begin_teardown();
@@ -554,14 +561,16 @@ void SmtpConnection::after_session() {
   flush();
   if (s.wait() == DeliverySession::Wait::kNone) {
     reply_timer_.cancel();
+    reply_timer_deferred_ = false;
   } else if (s.wait_generation() != seen_wait_gen_) {
     seen_wait_gen_ = s.wait_generation();
-    shard_.timers().schedule(&reply_timer_, shard_.clock().now() + timeout_for(s.wait()));
+    arm_reply_timer();
   }
   if (s.phase() == DeliverySession::Phase::kReady) {
     if (!working_) {
       working_ = true;
       ++dest_->sources[source_].working;
+      scheduler_.connection_ready(this);
     }
     if (!parked_ && (s.can_accept_txn() || s.idle())) {
       scheduler_.feed(this);
@@ -580,7 +589,31 @@ void SmtpConnection::add_txn(SessionTxn txn) {
   DeliverySession& s = *session_;
   if (s.wait() != DeliverySession::Wait::kNone && s.wait_generation() != seen_wait_gen_) {
     seen_wait_gen_ = s.wait_generation();
-    shard_.timers().schedule(&reply_timer_, shard_.clock().now() + timeout_for(s.wait()));
+    arm_reply_timer();
+  }
+}
+
+void SmtpConnection::arm_reply_timer() {
+  // A reply deadline runs from the moment the request is on the wire (RFC
+  // 5321 4.5.3.2: e.g. the end-of-data timer starts after the final dot).
+  // While bytes are still going out, the send timer (data_block) watches
+  // progress; the reply timer starts when the last byte is sent.
+  if (sending_) {
+    reply_timer_.cancel();
+    reply_timer_deferred_ = true;
+    return;
+  }
+  reply_timer_deferred_ = false;
+  shard_.timers().schedule(&reply_timer_, shard_.clock().now() + timeout_for(session_->wait()));
+}
+
+void SmtpConnection::all_sent() {
+  send_timer_.cancel();
+  if (reply_timer_deferred_) {
+    reply_timer_deferred_ = false;
+    if (session_ && session_->wait() != DeliverySession::Wait::kNone) {
+      shard_.timers().schedule(&reply_timer_, shard_.clock().now() + timeout_for(session_->wait()));
+    }
   }
 }
 

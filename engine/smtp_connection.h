@@ -105,6 +105,10 @@ class SmtpConnection final : public SessionObserver {
   void on_close(int res, uint32_t flags);
   void arm_recv();
   void flush();
+  /// Starts the reply deadline for the session's current wait, or defers
+  /// it until the bytes being sent are out (all_sent()).
+  void arm_reply_timer();
+  void all_sent();
   /// After every call into the session: send, re-arm timers, hand the
   /// connection to the scheduler, or close.
   void after_session();
@@ -158,6 +162,7 @@ class SmtpConnection final : public SessionObserver {
   bool working_ = false;
   bool failed_before_ready_ = false;
   bool parked_ = false;
+  bool reply_timer_deferred_ = false;  // armed once the pending bytes are sent
   bool in_session_call_ = false;
   std::optional<proto::Reply> failure_;
   Stage failure_stage_ = Stage::kConnect;

@@ -14,10 +14,12 @@
 
 #include "engine/failpoint.h"
 #include "engine/log.h"
+#include "engine/message.h"
 #include "engine/runtime.h"
 #include "engine/scheduler.h"
 #include "engine/shard.h"
 #include "proto/spool_format.h"
+#include "proto/template.h"
 
 namespace ringmail::engine {
 namespace sp = proto::spool;
@@ -187,7 +189,8 @@ Result<std::vector<RecoveredJob>> Spool::recover() {
           }
           js.retired = false;
           if ((js.rec.job_id >> 48) == shard_.id()) {
-            max_own_counter = std::max<uint64_t>(max_own_counter, js.rec.job_id & ((uint64_t{1} << 48) - 1));
+            max_own_counter =
+                std::max<uint64_t>(max_own_counter, js.rec.job_id & ((uint64_t{1} << 48) - 1));
           }
         } else if (type == sp::RecordType::kState) {
           auto st = sp::decode_state(payload);
@@ -227,21 +230,24 @@ Result<std::vector<RecoveredJob>> Spool::recover() {
           // Inside data an fsync had covered: real corruption of
           // acknowledged mail. Everything readable was used; keep a copy.
           ++damaged;
-          RM_LOG_ERROR("spool: %s: corruption at offset %zu inside acknowledged data (%s); %zu "
-                       "bytes skipped, the records after it were recovered; a copy is kept in "
-                       "%s/corrupt",
-                       l->path.c_str(), res.damage_offset, res.damage.c_str(), res.skipped,
-                       cfg_.dir.c_str());
+          RM_LOG_ERROR(
+              "spool: %s: corruption at offset %zu inside acknowledged data (%s); %zu "
+              "bytes skipped, the records after it were recovered; a copy is kept in "
+              "%s/corrupt",
+              l->path.c_str(), res.damage_offset, res.damage.c_str(), res.skipped,
+              cfg_.dir.c_str());
           ::mkdir((cfg_.dir + "/corrupt").c_str(), 0700);
           std::ofstream(cfg_.dir + "/corrupt/" + name, std::ios::binary) << l->buffer;
         } else if (!res.resynced) {
-          RM_LOG_INFO("spool: %s: torn tail at offset %zu (%s) cut: it held nothing "
-                      "acknowledged",
-                      l->path.c_str(), res.damage_offset, res.damage.c_str());
+          RM_LOG_INFO(
+              "spool: %s: torn tail at offset %zu (%s) cut: it held nothing "
+              "acknowledged",
+              l->path.c_str(), res.damage_offset, res.damage.c_str());
         } else {
-          RM_LOG_WARN("spool: %s: damaged record at offset %zu after the last commit (%s); "
-                      "the records after it were recovered",
-                      l->path.c_str(), res.damage_offset, res.damage.c_str());
+          RM_LOG_WARN(
+              "spool: %s: damaged record at offset %zu after the last commit (%s); "
+              "the records after it were recovered",
+              l->path.c_str(), res.damage_offset, res.damage.c_str());
         }
       }
       obsolete_.push_back(l->path);
@@ -268,6 +274,33 @@ Result<std::vector<RecoveredJob>> Spool::recover() {
     if (rj.rcpts.empty()) {
       continue;
     }
+    std::shared_ptr<const Personalisation> personal;
+    if (js.rec.personalised) {
+      // Re-signing is deterministic (fixed t=, RSA PKCS#1 v1.5, Ed25519):
+      // the recovered copies are the bytes the first attempt sent.
+      auto p = Personalisation::create(js.rec.body, shard_.runtime().dkim_signer(),
+                                       js.rec.dkim_domain, js.rec.dkim_time_s);
+      if (!p.ok() && !js.rec.dkim_domain.empty()) {
+        RM_LOG_WARN("spool: job %llu of batch %.*s: %s; its messages go unsigned",
+                    static_cast<unsigned long long>(id), static_cast<int>(js.rec.batch_id.size()),
+                    js.rec.batch_id.data(), p.error().message.c_str());
+        p = Personalisation::create(js.rec.body, nullptr, "", 0);
+      }
+      bool bad = !p.ok();
+      for (size_t i = 0; !bad && i < js.rec.rcpts.size(); ++i) {
+        bad = !proto::bind_vars((*p)->tmpl(), js.rec.rcpts[i].vars, js.rec.rcpts[i].address).ok();
+      }
+      if (bad) {
+        RM_LOG_ERROR(
+            "spool: DAMAGE: job %llu of batch %.*s: its template or variables no "
+            "longer parse; its %zu unfinished recipients are not delivered",
+            static_cast<unsigned long long>(id), static_cast<int>(js.rec.batch_id.size()),
+            js.rec.batch_id.data(), rj.rcpts.size());
+        ++damaged;
+        continue;
+      }
+      personal = std::move(*p);
+    }
     MessageInit mi;
     mi.batch_id = std::string(js.rec.batch_id);
     mi.sender = std::string(js.rec.sender);
@@ -278,6 +311,13 @@ Result<std::vector<RecoveredJob>> Spool::recover() {
     mi.accepted_wall_ms = js.rec.accepted_ms;
     mi.accepted_at = now - Millis(std::max<int64_t>(0, now_wall - js.rec.accepted_ms));
     mi.budget = shard_.runtime().budget_counter();
+    if (personal != nullptr) {
+      mi.personal = std::move(personal);
+      mi.rcpt_vars.reserve(js.rec.rcpts.size());
+      for (const auto& r : js.rec.rcpts) {
+        mi.rcpt_vars.push_back(r.vars);
+      }
+    }
     auto* job = new Job();
     job->msg = Message::create(std::move(mi));
     job->spool_id = id;
@@ -300,11 +340,11 @@ Result<std::vector<RecoveredJob>> Spool::recover() {
   }
   auto ms = std::chrono::duration_cast<Millis>(std::chrono::steady_clock::now() - t0).count();
   if (segments > 0) {
-    RM_LOG_INFO("spool: recovered %zu jobs with %llu unfinished recipients from %zu segments "
-                "(%zu records) in %lld ms%s",
-                out.size(), static_cast<unsigned long long>(rcpts), segments, records,
-                static_cast<long long>(ms),
-                damaged > 0 ? "; DAMAGE was found and reported above" : "");
+    RM_LOG_INFO(
+        "spool: recovered %zu jobs with %llu unfinished recipients from %zu segments "
+        "(%zu records) in %lld ms%s",
+        out.size(), static_cast<unsigned long long>(rcpts), segments, records,
+        static_cast<long long>(ms), damaged > 0 ? "; DAMAGE was found and reported above" : "");
   }
   recovered_damage_ = damaged;
   return out;
@@ -408,7 +448,13 @@ void Spool::snapshot(Job* job, std::string& out) {
   r.batch_id = m.batch_id();
   r.sender = m.sender();
   r.auth_user = m.auth_user();
+  r.body_prefix = m.dkim_signature();  // signed once: kept, never re-signed
   r.body = m.bdat_body();
+  if (const Personalisation* p = m.personal()) {
+    r.personalised = true;
+    r.dkim_domain = p->dkim_domain();
+    r.dkim_time_s = p->dkim_time_s();
+  }
   r.rcpts.reserve(job->rcpts.size());
   for (const RcptEntry& e : job->rcpts) {
     sp::RcptRecord rr;
@@ -417,6 +463,7 @@ void Spool::snapshot(Job* job, std::string& out) {
     rr.attempts = e.attempts;
     rr.state = e.status == RcptStatus::kFinal ? sp::RcptState::kFinal : sp::RcptState::kQueued;
     rr.next_retry_ms = e.retry_at_s == 0 ? 0 : m.accepted_wall_ms() + int64_t{e.retry_at_s} * 1000;
+    rr.vars = m.rcpt_vars(static_cast<uint32_t>(&e - job->rcpts.data()));
     r.rcpts.push_back(rr);
   }
   sp::append_job(out, r);
@@ -656,9 +703,10 @@ void Spool::group_done(bool ok) {
 void Spool::fail(const std::string& what, int err) {
   ++stats_.errors;
   if (!error_logged_) {
-    RM_LOG_ERROR("spool %s failed in %s: %s; batches are refused (spool unavailable) until "
-                 "the disk works again; the segment is abandoned, the fsync is not retried",
-                 what.c_str(), dir_.c_str(), std::strerror(err));
+    RM_LOG_ERROR(
+        "spool %s failed in %s: %s; batches are refused (spool unavailable) until "
+        "the disk works again; the segment is abandoned, the fsync is not retried",
+        what.c_str(), dir_.c_str(), std::strerror(err));
     error_logged_ = true;
   }
   healthy_ = false;

@@ -6,6 +6,10 @@
 //   ringmail-ctl [--socket PATH] flush DOMAIN-PATTERN
 //   ringmail-ctl [--socket PATH] drop-batch BATCH-ID
 //   ringmail-ctl [--socket PATH] stats
+//   ringmail-ctl [--socket PATH] suppression list [PATTERN [LIMIT]]
+//   ringmail-ctl [--socket PATH] suppression check ADDRESS
+//   ringmail-ctl [--socket PATH] suppression add ADDRESS [REASON [TTL_S [NOTE...]]]
+//   ringmail-ctl [--socket PATH] suppression remove ADDRESS
 //
 // Patterns: an exact domain, "*.example.com" for subdomains, or "*". Prints
 // the daemon's JSON reply; exit status 0 when it says ok, 1 when not, 2 on
@@ -32,6 +36,16 @@ int main(int argc, char** argv) {
           "  flush PATTERN         retry every deferred recipient of matching domains now\n"
           "  drop-batch ID         remove a batch's queued recipients (dropped events)\n"
           "  stats                 totals\n"
+          "  suppression list [PATTERN [LIMIT]]\n"
+          "                        suppressed addresses matching a glob (* and ?), at most\n"
+          "                        LIMIT (1000)\n"
+          "  suppression check ADDRESS\n"
+          "                        whether ADDRESS is suppressed, why and until when\n"
+          "  suppression add ADDRESS [REASON [TTL_S [NOTE...]]]\n"
+          "                        suppress ADDRESS; REASON: manual (default), unsubscribed,\n"
+          "                        invalid_recipient; TTL_S seconds, 0 = never expires\n"
+          "  suppression remove ADDRESS\n"
+          "                        make ADDRESS deliverable again\n"
           "PATTERN: example.com, *.example.com or *\n");
       return 0;
     } else {

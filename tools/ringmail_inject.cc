@@ -2,6 +2,10 @@
 //
 // From files:   ringmail-inject --eml msg.eml --rcpts list.txt [--batch K]
 // Generated:    ringmail-inject --count N --size BYTES [--batch K] [--domains D]
+// Reputation features: --option K=V (repeatable) sends batch options
+// (docs/protocol.md), --personalise makes the message a template with
+// {{name}}, {{addr}} and {{id}} and sends each recipient's values,
+// --unsubscribed ADDR (repeatable) reports addresses as unsubscribed.
 // Add --wait to subscribe to the batches' events and wait until every
 // accepted recipient has a final event (delivered or bounced); it then
 // prints delivery rate and latency percentiles. --json adds one JSON
@@ -24,6 +28,7 @@
 #include <vector>
 
 #include "proto/batch_wire.h"
+#include "proto/template.h"
 #include "tools/batch_client.h"
 
 namespace {
@@ -51,6 +56,9 @@ struct Options {
   bool retry_busy = true;
   std::string acked_out;
   std::string rcpt_prefix = "user";
+  std::vector<std::string> options;       // batch options, "name=value"
+  bool personalise = false;               // template + per-recipient variables
+  std::vector<std::string> unsubscribed;  // reported with the first batch
 };
 
 void usage(FILE* f) {
@@ -73,10 +81,16 @@ void usage(FILE* f) {
                "  --events-out FILE  write received event lines to FILE\n"
                "  --json             print a JSON summary line at the end\n"
                "  --acked-out FILE   append every accepted recipient to FILE when its batch is\n"
-      "                     acknowledged (crash tests compare it with what arrived)\n"
-      "  --rcpt-prefix STR  local part prefix of generated recipients (default user)\n"
-      "  --no-retry-busy    report try-later answers instead of sending those batches\n"
+               "                     acknowledged (crash tests compare it with what arrived)\n"
+               "  --rcpt-prefix STR  local part prefix of generated recipients (default user)\n"
+               "  --no-retry-busy    report try-later answers instead of sending those batches\n"
                "                     again (by default they are resent, backing off 50 ms to 2 s)\n"
+               "  --option K=V       a batch option (repeatable), e.g. feedback_id=c1:ringmail,\n"
+               "                     list_unsubscribe=https://u.example/{{id}}, dkim_domain=D\n"
+               "  --personalise      the message is a template: generated ones use {{name}},\n"
+               "                     {{addr}} and {{id}}; every recipient gets name (its local\n"
+               "                     part), addr and id (its position) (sets personalise=true)\n"
+               "  --unsubscribed ADDR  report ADDR as unsubscribed (repeatable; first batch)\n"
                "  --quiet            no per-batch rejection lines\n");
 }
 
@@ -88,16 +102,24 @@ std::string read_file(const std::string& path, bool* ok) {
   return ss.str();
 }
 
-std::string make_message(size_t size, uint64_t n, const std::string& sender) {
+std::string make_message(size_t size, uint64_t n, const std::string& sender, bool personalise) {
   std::string m;
   m.reserve(size + 128);
   m += "From: <" + sender + ">\r\n";
-  m += "To: undisclosed-recipients:;\r\n";
-  m += "Subject: ringmail-inject message " + std::to_string(n) + "\r\n";
+  if (personalise) {
+    m += "To: {{name}} <{{addr}}>\r\n";
+    m += "Subject: ringmail-inject message " + std::to_string(n) + " for {{name}}\r\n";
+  } else {
+    m += "To: undisclosed-recipients:;\r\n";
+    m += "Subject: ringmail-inject message " + std::to_string(n) + "\r\n";
+  }
   m += "Date: Thu, 26 Nov 2026 10:00:00 +0000\r\n";
   m += "Message-ID: <inject." + std::to_string(getpid()) + "." + std::to_string(n) +
        "@ringmail.test>\r\n";
   m += "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n";
+  if (personalise) {
+    m += "Hello {{name}}, this is message {{id}} for you.\r\n";
+  }
   static const char kLine[] =
       "The quick brown fox jumps over the lazy dog while ringmail delivers the mail.";
   while (m.size() + 2 < size) {
@@ -131,6 +153,8 @@ bool parse_args(int argc, char** argv, Options* o) {
       o->quiet = true;
     } else if (a == "--no-retry-busy") {
       o->retry_busy = false;
+    } else if (a == "--personalise") {
+      o->personalise = true;
     } else if (a == "--help" || a == "-h") {
       usage(stdout);
       std::exit(0);
@@ -167,6 +191,14 @@ bool parse_args(int argc, char** argv, Options* o) {
       o->acked_out = v;
     } else if (a == "--rcpt-prefix") {
       o->rcpt_prefix = v;
+    } else if (a == "--option") {
+      if (std::strchr(v, '=') == nullptr) {
+        std::fprintf(stderr, "ringmail-inject: --option needs NAME=VALUE\n");
+        return false;
+      }
+      o->options.push_back(v);
+    } else if (a == "--unsubscribed") {
+      o->unsubscribed.push_back(v);
     } else {
       std::fprintf(stderr, "ringmail-inject: unknown option %s\n", a.c_str());
       return false;
@@ -317,6 +349,7 @@ int main(int argc, char** argv) {
   std::deque<std::pair<Clock::time_point, Pending>> again;
   uint64_t finished = 0, next = 0, busy_streak = 0;
   std::string generated;
+  std::vector<std::string> vars;  // per recipient of the batch being built (--personalise)
   std::vector<std::string> gen_rcpts;
   FILE* acked_out = o.acked_out.empty() ? nullptr : std::fopen(o.acked_out.c_str(), "a");
   auto recipients_of = [&](uint64_t i) {
@@ -324,8 +357,8 @@ int main(int argc, char** argv) {
     if (o.eml.empty()) {
       for (uint32_t k = 0; k < o.batch; ++k) {
         uint64_t n = i * o.batch + k;
-        std::string dom = o.domains > 1 ? "d" + std::to_string(n % o.domains) + "." + o.domain
-                                        : o.domain;
+        std::string dom =
+            o.domains > 1 ? "d" + std::to_string(n % o.domains) + "." + o.domain : o.domain;
         rs.push_back(o.rcpt_prefix + std::to_string(n) + "@" + dom);
       }
     } else {
@@ -344,7 +377,7 @@ int main(int argc, char** argv) {
     b.sender = o.sender;
     b.has_sender = true;
     if (o.eml.empty()) {
-      generated = make_message(o.size, i, o.sender);
+      generated = make_message(o.size, i, o.sender, o.personalise);
       b.message = generated;
       gen_rcpts.clear();
       for (uint32_t k = 0; k < o.batch; ++k) {
@@ -362,6 +395,30 @@ int main(int argc, char** argv) {
       size_t last = std::min(o.rcpts.size(), first + o.batch);
       for (size_t k = first; k < last; ++k) {
         b.recipients.push_back(o.rcpts[k]);
+      }
+    }
+    for (const auto& opt : o.options) {
+      b.options.push_back(opt);
+    }
+    if (o.personalise) {
+      if (std::none_of(o.options.begin(), o.options.end(),
+                       [](const std::string& x) { return x.starts_with("personalise="); })) {
+        b.options.push_back("personalise=true");
+      }
+      vars.assign(b.recipients.size(), std::string());
+      for (size_t k = 0; k < b.recipients.size(); ++k) {
+        std::string_view r = b.recipients[k];
+        ringmail::proto::append_var(vars[k], "addr", r);
+        ringmail::proto::append_var(vars[k], "id", std::to_string(i * o.batch + k));
+        ringmail::proto::append_var(vars[k], "name", r.substr(0, r.rfind('@')));
+      }
+      for (const auto& v : vars) {
+        b.recipient_vars.push_back(v);
+      }
+    }
+    if (i == 0) {
+      for (const auto& u : o.unsubscribed) {
+        b.unsubscribed.push_back(u);
       }
     }
     total_rcpts += b.recipients.size();

@@ -75,6 +75,48 @@ TEST(Delivery, TenThousandRecipientsToRingmailSinkCountExactly) {
   EXPECT_TRUE(sink.wait_stat("messages", static_cast<double>(st.transactions))) << sink.stats();
 }
 
+// A batch that interleaves its domains (a@d0, b@d1, ... a@d0 again) still
+// travels as one transaction per domain, and a stream of such batches
+// rides the connections already open (pipelining) instead of opening one
+// per message.
+TEST(Delivery, InterleavedDomainsMakeOneTransactionPerDomainAndFewConnections) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(sink.port()) +
+                      "[engine]\nshards = 1\n[delivery]\nmax_rcpts_per_txn = 100\n"
+                      "max_pipelined_txns = 4\nmax_conns_per_destination = 20\n")
+                  .ok());
+  constexpr int kDomains = 10, kBatches = 20, kPerDomain = 10;
+  // Queue everything first, so the count of connections depends on the
+  // queue, not on how fast the sink answers while batches arrive.
+  ASSERT_NE(e.engine->control("pause *").find("\"ok\":true"), std::string::npos);
+  std::vector<std::string> all;
+  for (int b = 0; b < kBatches; ++b) {
+    Batch batch;
+    batch.batch_id = "i" + std::to_string(b);
+    batch.sender = "bulk@example.test";
+    batch.message = message_of(1024, batch.batch_id);
+    for (int i = 0; i < kDomains * kPerDomain; ++i) {
+      batch.recipients.push_back("u" + std::to_string(b * 1000 + i) + "@d" +
+                                 std::to_string(i % kDomains) + ".example.test");
+    }
+    all.insert(all.end(), batch.recipients.begin(), batch.recipients.end());
+    ASSERT_EQ(e.engine->submit(batch).accepted, batch.recipients.size());
+  }
+  ASSERT_NE(e.engine->control("resume *").find("\"ok\":true"), std::string::npos);
+  ASSERT_TRUE(e.events.wait_finals(all.size(), milliseconds(60'000)));
+  expect_one_final_delivery_each(e.events, all);
+  Stats st = e.engine->stats();
+  EXPECT_EQ(st.transactions, static_cast<uint64_t>(kBatches * kDomains));
+  EXPECT_TRUE(sink.wait_stat("messages", kBatches * kDomains)) << sink.stats();
+  // One connection per pipelining window of queued transactions (20 / 4
+  // per domain); one per domain limit (20 x 10) is over-opening.
+  EXPECT_LE(st.connections_opened, static_cast<uint64_t>(kDomains * ((kBatches + 3) / 4)))
+      << sink.stats();
+  EXPECT_GE(st.connections_opened, static_cast<uint64_t>(kDomains));
+}
+
 TEST(Delivery, TenThousandRecipientsToPostfixSmtpSink) {
   const std::string smtp_sink = env_or("POSTFIX_SMTP_SINK", "/usr/sbin/smtp-sink");
   ASSERT_TRUE(have_program(smtp_sink)) << smtp_sink << " missing: tools/setup.sh --test-deps";
@@ -141,6 +183,10 @@ TEST(Delivery, DefersAndRejectsAffectOnlyTheirRecipients) {
   // First round: six final verdicts, three deferrals.
   ASSERT_TRUE(e.events.wait_finals(6));
   ASSERT_TRUE(e.events.wait_deferred(3));
+  // A deferred event arrives before its transaction ends and the retry is
+  // scheduled: wait for the queue to hold all three before moving the clock.
+  ASSERT_TRUE(wait_listing(*e.engine, "\"deferred\":2,")) << e.engine->control("list");
+  ASSERT_TRUE(wait_listing(*e.engine, "\"deferred\":1,")) << e.engine->control("list");
   auto first = [&](const std::string& r) {
     auto v = e.events.events(r);
     return v.empty() ? EventCollector::Ev{} : v.front();

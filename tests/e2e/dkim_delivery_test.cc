@@ -8,11 +8,10 @@
 // a long line and trailing empty lines; it is signed rsa-sha256
 // relaxed/relaxed and ed25519-sha256 simple/simple (byte-exact transport).
 //
-// Today the platform's message arrives signed (engine/dkim.h used as a
-// library). DISABLED_EngineSignsWithConfiguredKeys is the same path with
-// the engine signing from [[dkim]] itself; it is enabled when
-// Runtime::accept_batch passes the signer to MessageInit (see the
-// integration note in engine/message.h).
+// PresignedMessageVerifiesAfterDataAndBdat: the platform's message arrives
+// signed (engine/dkim.h used as a library). EngineSignsWithConfiguredKeys
+// is the same path with the engine signing from [[dkim]] itself
+// (Runtime::build_jobs passes the signer to MessageInit).
 //
 // Environment: RINGMAIL_SINK, PYTHON3, OPENSSL.
 #include <gtest/gtest.h>
@@ -184,9 +183,8 @@ TEST_F(DkimDelivery, PresignedMessageVerifiesAfterDataAndBdat) {
   }
 }
 
-// Enabled once Runtime::accept_batch passes Config::dkim's signer to
-// MessageInit (engine/message.h): the engine signs the unsigned message.
-TEST_F(DkimDelivery, DISABLED_EngineSignsWithConfiguredKeys) {
+// The engine signs the unsigned message with Config::dkim's keys.
+TEST_F(DkimDelivery, EngineSignsWithConfiguredKeys) {
   std::string toml;
   for (const engine::DkimKey& k : dkim_config()) {
     toml += "[[dkim]]\ndomain = \"" + k.domain + "\"\nselector = \"" + k.selector +

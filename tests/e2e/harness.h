@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <map>
@@ -152,10 +153,12 @@ class EventCollector {
     by_rcpt_[std::string(e.recipient)].push_back(
         Ev{e.type, e.code, std::string(e.enhanced_code), std::string(e.response),
            std::string(e.peer), std::string(e.mx), e.attempt, std::string(e.json)});
-    if (e.type != EventType::kDeferred) {
-      ++finals_;
-    } else {
+    // Destination events (backoff, resume) name no recipient: not finals.
+    if (e.type == EventType::kDeferred) {
       ++deferred_;
+    } else if (e.type == EventType::kDelivered || e.type == EventType::kBounced ||
+               e.type == EventType::kDropped) {
+      ++finals_;
     }
     cv_.notify_all();
   }
@@ -190,6 +193,20 @@ class EventCollector {
   size_t finals_ = 0;
   size_t deferred_ = 0;
 };
+
+/// Waits (bounded, 30 s) until the operator listing ("list") contains
+/// `needle`. A deferred event reaches subscribers before its transaction
+/// ends and the retry is scheduled, so a test that moves a manual clock
+/// waits for the queue state first.
+inline bool wait_listing(Engine& e, const std::string& needle) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (e.control("list").find(needle) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
 
 /// Starts an in-process Engine from TOML (no socket unless the TOML sets
 /// one) and subscribes a collector.

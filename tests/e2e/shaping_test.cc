@@ -42,19 +42,6 @@ void barrier(Engine& e) {
   (void)e.control("list");
 }
 
-/// Waits (bounded) until the operator listing contains `needle`: a deferred
-/// event reaches subscribers before its transaction ends and the retry is
-/// scheduled, so tests that move a manual clock wait for the queue state.
-bool wait_listing(Engine& e, const std::string& needle) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (e.control("list").find(needle) != std::string::npos) {
-      return true;
-    }
-  }
-  return false;
-}
-
 TEST(Shaping, ConnectionLimitConvergesToWhatTheServerAccepts) {
   SinkProcess sink;
   ASSERT_TRUE(sink.start({"--max-connections", "3"})) << sink.error();
