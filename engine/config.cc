@@ -81,7 +81,7 @@ prefer = "ipv4"
 max_mx = 10
 max_addresses = 10
 allow_loopback = false
-max_inflight = 1000
+max_inflight = 100
 cache_size = 100000
 
 [retry]
@@ -102,7 +102,6 @@ mode = "sync"              # off | async | sync (acknowledge after fsync)
 dir = "spool"              # relative to the working directory
 segment_size = "64MiB"
 async_interval = "100ms"
-group_delay = "0ms"
 compact_percent = 25
 
 [tls]
@@ -820,7 +819,6 @@ Result<void> read_spool(Section& s, SpoolConfig* c) {
   }
   RM_TRY(s.bytes("segment_size", &c->segment_size, 64 * 1024, 1ull << 34));
   RM_TRY(s.duration("async_interval", &c->async_interval, Millis(1), Millis(60'000)));
-  RM_TRY(s.duration("group_delay", &c->group_delay, Millis(0), Millis(1'000)));
   RM_TRY(s.integer("compact_percent", &c->compact_percent, 0, 100));
   return s.finish();
 }

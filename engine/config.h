@@ -230,7 +230,6 @@ struct SpoolConfig {
   std::string dir = "spool";          // one sub-directory per shard
   uint64_t segment_size = 64u << 20;  // a new segment file after this many bytes
   Millis async_interval{100};         // fsync cadence in async mode
-  Millis group_delay{0};              // sync: wait this long to gather more into one fsync
   uint32_t compact_percent = 25;      // rewrite an old segment's live jobs below this share
 };
 
@@ -282,7 +281,7 @@ struct DnsConfig {
   uint32_t max_mx = 10;           // MX hosts considered per domain
   uint32_t max_addresses = 10;    // addresses tried per connection attempt
   bool allow_loopback = false;    // MX answers pointing at 127/8, ::1, 0.0.0.0
-  uint32_t max_inflight = 1000;   // queries outstanding per shard
+  uint32_t max_inflight = 100;    // queries outstanding per shard
   uint32_t cache_size = 100'000;  // names cached per shard
 };
 

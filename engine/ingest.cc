@@ -82,7 +82,7 @@ class Ingest::Conn {
     if (closing_) {
       return;
     }
-    RM_LOG_INFO("ingest client %llu: %.*s", static_cast<unsigned long long>(id_),
+    RM_LOG_WARN("ingest client %llu: %.*s", static_cast<unsigned long long>(id_),
                 static_cast<int>(why.size()), why.data());
     out_.clear();  // whatever else was queued is moot; the error must fit
     proto::append_frame(out_, proto::FrameType::kError, why);

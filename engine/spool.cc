@@ -550,17 +550,21 @@ void Spool::start_write() {
   if (phase_ != Phase::kIdle || fd_ < 0 || (!healthy_ && !probing_)) {
     return;
   }
-  if (pending_.empty() && !header_pending_) {
-    if (cfg_.mode == SpoolMode::kAsync && sync_due_ && unsynced_) {
-      sync_due_ = false;
-      phase_ = Phase::kSyncing;
-      int inject = SpoolFaults::instance().fsync_errno.load();
-      if (inject != 0) {
-        on_fsync(-inject);
-        return;
-      }
-      shard_.ring().fsync(fd_, true, &fsync_op_);
+  // async: the periodic fsync goes first, even under a steady stream of
+  // writes, so acknowledged data is never unsynced for much longer than
+  // async_interval (plus one fsync).
+  if (cfg_.mode == SpoolMode::kAsync && sync_due_ && unsynced_ && !header_pending_) {
+    sync_due_ = false;
+    phase_ = Phase::kSyncing;
+    int inject = SpoolFaults::instance().fsync_errno.load();
+    if (inject != 0) {
+      on_fsync(-inject);
+      return;
     }
+    shard_.ring().fsync(fd_, true, &fsync_op_);
+    return;
+  }
+  if (pending_.empty() && !header_pending_) {
     return;
   }
   if (segments_[seg_].size >= cfg_.segment_size && !header_pending_ && healthy_) {

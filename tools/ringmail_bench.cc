@@ -51,6 +51,7 @@ struct Options {
   bool chunking = true;
   std::string peer;
   std::string extra_config;
+  std::vector<std::string> inject_args;  // passed to ringmail-inject as they are
   double timeout_s = 600;
   std::string tag;
   std::string spool;  // "" = the daemon's default (sync)
@@ -293,6 +294,7 @@ int run_hold(const Options& o, const std::string& bin, const std::string& dir,
   } else {
     iargv.insert(iargv.end(), {"--domains", std::to_string(o.domains)});
   }
+  iargv.insert(iargv.end(), o.inject_args.begin(), o.inject_args.end());
   auto t0 = Clock::now();
   inject.start(iargv, dir, "inject");
   int irc = inject.wait(o.timeout_s + 30);
@@ -420,6 +422,8 @@ bool parse(int argc, char** argv, Options* o) {
         o->peer = need();
       } else if (a == "--extra-config") {
         o->extra_config = need();
+      } else if (a == "--inject-arg") {
+        o->inject_args.push_back(need());
       } else if (a == "--timeout") {
         o->timeout_s = std::stod(need());
       } else if (a == "--tag") {
@@ -463,6 +467,8 @@ void usage() {
                "  --no-chunking        use DATA even though the sink offers BDAT\n"
                "  --no-events-file     do not write the event file\n"
                "  --extra-config FILE  TOML appended to the generated configuration\n"
+               "  --inject-arg ARG     pass ARG to ringmail-inject (repeatable), e.g.\n"
+               "                       --inject-arg --personalise\n"
                "  --peer smtp-source   also time Postfix's smtp-source (100 sessions, reused)\n"
                "                       sending the same load into a fresh ringmail-sink\n"
                "  --spool MODE         off, async or sync (default: the daemon's default, sync)\n"
@@ -605,6 +611,7 @@ int main(int argc, char** argv) {
   } else {
     iargv.insert(iargv.end(), {"--domains", std::to_string(o.domains)});
   }
+  iargv.insert(iargv.end(), o.inject_args.begin(), o.inject_args.end());
   auto t0 = Clock::now();
   inject.start(iargv, dir, "inject");
   int irc = inject.wait(o.timeout_s + 30);

@@ -48,7 +48,6 @@ namespace {
 // that arrive before their command was sent.
 constexpr bool kCheckPrematureReplies = false;
 
-constexpr size_t kMaxTxns = 4;
 constexpr size_t kMaxRcpts = 3;
 
 struct Harness final : SessionObserver {
