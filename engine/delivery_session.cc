@@ -147,6 +147,14 @@ DeliverySession::Wait DeliverySession::wait() const {
   return Wait::kNone;
 }
 
+void DeliverySession::on_output_flushed() {
+  for (auto& t : txns_) {
+    if (t.body_sent) {
+      t.body_on_wire = true;
+    }
+  }
+}
+
 bool DeliverySession::can_accept_txn() const {
   if (phase_ != Phase::kReady || quit_requested_) {
     return false;
@@ -625,7 +633,11 @@ void DeliverySession::fail(const proto::Reply& reply, bool before_ready) {
   // broken session is never a verdict on them.
   const Disposition d = Disposition::kDeferred;
   for (auto& t : txns_) {
-    if (t.step == Step::kMail) {
+    // Not started (MAIL not sent) and nothing decided locally: hand it back
+    // untouched. One with local verdicts (e.g. a recipient bounced for
+    // SMTPUTF8 before an RSET it waited for) is finished here instead, so
+    // no recipient is reported twice.
+    if (t.step == Step::kMail && t.undecided == t.rcpts.size()) {
       observer_->on_txn_returned(std::move(t.t));
       continue;
     }
@@ -634,7 +646,7 @@ void DeliverySession::fail(const proto::Reply& reply, bool before_ready) {
               : t.step == Step::kAwaitFinal                  ? Stage::kBody
                                                              : Stage::kMail;
     for (uint32_t i = 0; i < t.rcpts.size(); ++i) {
-      bool unknown = t.body_sent && t.rcpts[i] == RcptState::kAccepted;
+      bool unknown = t.body_on_wire && t.rcpts[i] == RcptState::kAccepted;
       decide(t, i, d, s, reply, unknown);
     }
     observer_->on_txn_done(t.t);

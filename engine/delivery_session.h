@@ -206,6 +206,10 @@ class DeliverySession {
   bool done() const { return phase_ == Phase::kDone; }
   /// Ready, below the pipelining window and the per-connection limit.
   bool can_accept_txn() const;
+  /// The driver sent every byte out() held: bodies queued so far are on
+  /// the wire. Only then can a lost connection leave a recipient's outcome
+  /// unknown (the server may have received the final dot and accepted).
+  void on_output_flushed();
   /// Ready with nothing in flight or queued.
   bool idle() const;
   Wait wait() const;
@@ -267,7 +271,8 @@ class DeliverySession {
     uint32_t outstanding = 0;  // expected replies not yet received
     bool mail_failed = false;
     bool use_bdat = false;
-    bool body_sent = false;
+    bool body_sent = false;     // queued in out()
+    bool body_on_wire = false;  // ...and every byte of it handed to the socket
   };
 
   void handle_reply(const proto::Reply& r);

@@ -869,6 +869,9 @@ void Runtime::control(std::string_view line, int from_shard,
     field("connections_opened", t.connections_opened);
     field("transactions", t.transactions);
     field("unknown_outcomes", t.unknown_outcomes);
+    field("spool_segments", t.spool_segments);
+    field("spool_errors", t.spool_errors);
+    field("spool_damage", t.spool_damage);
     out += "}";
     done(std::move(out));
     return;

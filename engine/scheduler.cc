@@ -943,6 +943,7 @@ size_t Scheduler::drop_batch(const std::string& batch_id) {
       }
     }
     d->ready.swap(keep);
+    d->ready_txns = std::min<uint64_t>(d->ready_txns, d->ready.size());
   }
   for (RetryGroup* g : std::vector<RetryGroup*>(retry_groups_.begin(), retry_groups_.end())) {
     std::vector<QItem> keep;

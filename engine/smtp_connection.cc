@@ -609,6 +609,9 @@ void SmtpConnection::arm_reply_timer() {
 
 void SmtpConnection::all_sent() {
   send_timer_.cancel();
+  if (session_) {
+    session_->on_output_flushed();
+  }
   if (reply_timer_deferred_) {
     reply_timer_deferred_ = false;
     if (session_ && session_->wait() != DeliverySession::Wait::kNone) {

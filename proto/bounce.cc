@@ -132,6 +132,13 @@ FailureClass classify_failure(uint16_t code, std::string_view enhanced, std::str
       return sd == "2.1" && has_any(t, kFull) ? FailureClass::kMailboxFull
                                               : FailureClass::kInvalidRecipient;
     }
+    // RFC 3463 X.4.1 "no answer from host", X.4.2 "bad connection", and
+    // protocol errors (X.5.x said to be one): the connection failed,
+    // whatever step the session was at.
+    if (sd == "4.1" || sd == "4.2" ||
+        (enhanced[2] == '5' && t.find("protocol error") != std::string::npos)) {
+      return FailureClass::kConnection;
+    }
     if (sd == "1.2" || sd == "1.10" || sd == "4.4") {
       return FailureClass::kInvalidDomain;
     }

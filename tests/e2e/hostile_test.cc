@@ -374,14 +374,10 @@ TEST(Hostile, StallAfterMailDefersWithReplyTimeout) {
   EXPECT_TRUE(starts_with(cmds[1], "MAIL FROM:<sender@client.test>")) << cmds[1];
 }
 
-// Engine bug (see the report of this suite): local failures inside a
-// session (timeouts, protocol errors, connection lost after the session was
-// ready) get "class":"other", while the same failures before the session is
-// ready get "connection" (proto/bounce.h: kConnection is "refused, reset,
-// timeout, protocol error"). Scheduler::emit_for classifies with the stage
-// of the transaction (mail/rcpt/data/body → FailureStage::kSmtp), and the
-// synthetic 4.4.2/4.5.0 replies match no rule there.
-TEST(Hostile, DISABLED_TimeoutInsideASessionIsClassedAsConnection) {
+// Local failures inside a session (timeouts, protocol errors, connection
+// lost after the session was ready) are classed "connection", like the
+// same failures before the session is ready (proto/bounce.h).
+TEST(Hostile, TimeoutInsideASessionIsClassedAsConnection) {
   HostileServer srv([](Peer& p) {
     greet(p) && p.command();  // MAIL, never answered
     until_eof(p);
@@ -711,14 +707,11 @@ TEST(Hostile, ConnectionResetMidDataDefersOnce) {
   EXPECT_EQ(w.e.engine->stats().delivered + w.e.engine->stats().bounced, 0u);
 }
 
-// Engine bug (see the report of this suite): a reset while the body is still
-// being sent is reported with "unknown_outcome": true, although the server
-// never received the final dot and cannot have accepted the message. The
-// session sets body_sent when it queues the body (DeliverySession::
-// send_body), not when the bytes have gone out, so fail() flags every
-// accepted recipient as unknown. docs/protocol.md says the flag means "the
-// connection was lost after the whole message was sent".
-TEST(Hostile, DISABLED_ResetBeforeTheFinalDotIsNotAnUnknownOutcome) {
+// A reset while the body is still being sent is not an unknown outcome:
+// the server never received the final dot, so it cannot have accepted the
+// message ("unknown_outcome" means the connection was lost after the whole
+// message was sent, docs/protocol.md).
+TEST(Hostile, ResetBeforeTheFinalDotIsNotAnUnknownOutcome) {
   HostileServer srv([](Peer& p) {
     if (greet(p) && answer(p, "250 ok\r\n") && answer(p, "250 ok\r\n") &&
         answer(p, "354 go ahead\r\n")) {

@@ -83,6 +83,7 @@ class SessionTest : public ::testing::Test {
       out.append(static_cast<const char*>(v.iov_base), v.iov_len);
     }
     b.advance(b.total());
+    s_->on_output_flushed();  // the socket took every byte
     return out;
   }
 
@@ -264,6 +265,21 @@ TEST_F(SessionTest, TimeoutAfterBodyIsAnUnknownOutcome) {
   EXPECT_TRUE(rec_.outcomes[0].unknown);
   EXPECT_EQ(rec_.outcomes[0].enhanced, "4.4.2");
   EXPECT_TRUE(s_->done());
+}
+
+TEST_F(SessionTest, ConnectionLostWhileTheBodyIsStillBeingSentIsNotUnknown) {
+  make();
+  greet(kEhloPipe);
+  s_->add_txn(txn(message(), {0}, 1));
+  sent();
+  reply("250 ok\r\n250 ok\r\n354 go\r\n");
+  // The body and final dot are queued but the socket has not taken them
+  // (no sent()): the server cannot have accepted the message.
+  EXPECT_EQ(s_->wait(), DeliverySession::Wait::kDataDone);
+  s_->on_closed("reset by peer");
+  ASSERT_EQ(rec_.outcomes.size(), 1u);
+  EXPECT_EQ(rec_.outcomes[0].disposition, Disposition::kDeferred);
+  EXPECT_FALSE(rec_.outcomes[0].unknown);
 }
 
 TEST_F(SessionTest, ConnectionLostBeforeBodyIsNotUnknown) {

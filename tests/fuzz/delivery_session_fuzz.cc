@@ -178,6 +178,7 @@ void drain(DeliverySession& s, std::string* sent) {
     }
     b.advance(n);
   }
+  s.on_output_flushed();
 }
 
 }  // namespace

@@ -1,0 +1,63 @@
+// Bounce classification (proto/bounce.h): the class a final or deferred
+// outcome is reported with, from the reply code, enhanced code, text and
+// the stage it happened at.
+#include "proto/bounce.h"
+
+#include <gtest/gtest.h>
+
+namespace ringmail::proto {
+namespace {
+
+std::string_view cls(uint16_t code, std::string_view enhanced, std::string_view text,
+                     FailureStage stage = FailureStage::kSmtp) {
+  return failure_class_name(classify_failure(code, enhanced, text, stage));
+}
+
+TEST(Bounce, EnhancedCodesDecide) {
+  EXPECT_EQ(cls(550, "5.1.1", "user unknown"), "invalid_recipient");
+  EXPECT_EQ(cls(550, "5.1.2", "bad destination system"), "invalid_domain");
+  EXPECT_EQ(cls(556, "5.1.10", "null MX"), "invalid_domain");
+  EXPECT_EQ(cls(452, "4.2.2", "mailbox full"), "mailbox_full");
+  EXPECT_EQ(cls(552, "5.2.2", "over quota"), "mailbox_full");
+  EXPECT_EQ(cls(550, "5.7.1", "message blocked by policy"), "policy_block");
+  EXPECT_EQ(cls(554, "5.7.1", "virus found in content"), "content_rejected");
+  EXPECT_EQ(cls(550, "5.6.0", "message rejected"), "content_rejected");
+  EXPECT_EQ(cls(552, "5.3.4", "message too big"), "content_rejected");
+  EXPECT_EQ(cls(554, "5.4.7", "delivery time expired"), "expired");
+}
+
+TEST(Bounce, ThrottlingRepliesAreRateLimited) {
+  EXPECT_EQ(cls(421, "4.7.0", "too many connections"), "rate_limited");
+  EXPECT_EQ(cls(450, "4.7.28", "unusual rate of mail"), "rate_limited");
+  EXPECT_EQ(cls(451, "", "try again later"), "rate_limited");
+  EXPECT_TRUE(is_throttling_reply(421, "", "closing"));
+  EXPECT_FALSE(is_throttling_reply(550, "5.1.1", "user unknown"));
+}
+
+TEST(Bounce, LocalConnectionFailuresAreConnectionWhateverTheStep) {
+  // What the client session reports itself when the server misbehaves
+  // after the session was ready (stage SMTP): timeouts, a lost connection,
+  // a protocol error.
+  EXPECT_EQ(cls(451, "4.4.2", "timeout waiting for the reply to MAIL FROM"), "connection");
+  EXPECT_EQ(cls(451, "4.4.2", "connection lost: closed by the server"), "connection");
+  EXPECT_EQ(cls(451, "4.4.1", "no answer"), "connection");
+  EXPECT_EQ(cls(451, "4.5.0", "protocol error: reply code changed between lines"), "connection");
+  // A server's own 5.5.x syntax complaint is not a connection failure.
+  EXPECT_NE(cls(500, "5.5.1", "command unrecognized"), "connection");
+  // Before the session is ready the stage decides.
+  EXPECT_EQ(cls(451, "4.4.2", "timeout waiting for the greeting", FailureStage::kConnection),
+            "connection");
+}
+
+TEST(Bounce, StagesOverrideTheReply) {
+  EXPECT_EQ(cls(451, "4.4.3", "SERVFAIL", FailureStage::kDns), "dns_failure");
+  EXPECT_EQ(cls(550, "5.1.2", "NXDOMAIN", FailureStage::kDns), "invalid_domain");
+  EXPECT_EQ(cls(451, "4.7.5", "handshake failed", FailureStage::kTls), "tls_failure");
+  EXPECT_EQ(cls(550, "5.4.7", "expired", FailureStage::kExpiry), "expired");
+  EXPECT_EQ(cls(554, "5.0.0", "dropped", FailureStage::kOperator), "dropped");
+  EXPECT_EQ(cls(250, "2.0.0", "ok"), "none");
+  EXPECT_EQ(cls(554, "", "transaction failed"), "other");
+}
+
+}  // namespace
+}  // namespace ringmail::proto
