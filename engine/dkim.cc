@@ -1,5 +1,5 @@
 // wolfSSL's options.h must come first in every translation unit (struct
-// layouts depend on it; see /work/shared/PLATFORM.md).
+// layouts depend on the build's feature macros).
 // clang-format off
 #include <wolfssl/options.h>
 #include <wolfssl/wolfcrypt/asn_public.h>

@@ -70,8 +70,7 @@ void DsnCollector::flush(Pending* p) {
   std::string what = m.batch_id() + " to " + m.sender();
   shard_.runtime().submit_batch(b, static_cast<int>(shard_.id()), [what](proto::Ack ack) {
     if (ack.status != proto::AckStatus::kAccepted) {
-      RM_LOG_WARN("delivery report for batch %s not queued: %s", what.c_str(),
-                  ack.reason.c_str());
+      RM_LOG_WARN("delivery report for batch %s not queued: %s", what.c_str(), ack.reason.c_str());
     }
   });
 }

@@ -317,8 +317,8 @@ void DnsCache::complete(const std::string& key, int status, const unsigned char*
         // saying it has none: a chain the resolver could not finish (a loop
         // across answers, a lame target). Not a verdict on the domain.
         r.status = DnsResult::Status::kTempFail;
-        r.error = "the CNAME chain of " + name + " ends at " + r.answer.final_name +
-                  " without an answer";
+        r.error =
+            "the CNAME chain of " + name + " ends at " + r.answer.final_name + " without an answer";
       } else {
         r.status = DnsResult::Status::kNoData;
         ttl = neg;
@@ -459,8 +459,9 @@ void RouteResolver::resolve_mx(const std::shared_ptr<Job>& job, const std::strin
         job->bounce = proto::make_reply(code, text);
       } else if (!job->defer) {
         size_t sp = text.find(' ');
-        job->defer = proto::make_reply(
-            451, "4.4.3 route " + name + ": " + (sp == std::string::npos ? text : text.substr(sp + 1)));
+        job->defer =
+            proto::make_reply(451, "4.4.3 route " + name + ": " +
+                                       (sp == std::string::npos ? text : text.substr(sp + 1)));
       }
     };
     switch (r.status) {
@@ -630,8 +631,8 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
                                   : "no address for the mail servers of " + job->domain;
       if (temp) {
         if (!job->defer) {
-          job->defer =
-              proto::make_reply(451, "4.4.3 address lookup failed: " + what + " (" + temp_why + ")");
+          job->defer = proto::make_reply(
+              451, "4.4.3 address lookup failed: " + what + " (" + temp_why + ")");
         }
       } else if (loopback_only) {
         if (recipient) {
@@ -642,7 +643,8 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
           job->defer = proto::make_reply(451, "4.4.3 route points to a loopback address");
         }
       } else if (recipient) {
-        std::string note = job->note.empty() ? "" : " (" + job->note.substr(0, job->note.size() - 2) + ")";
+        std::string note =
+            job->note.empty() ? "" : " (" + job->note.substr(0, job->note.size() - 2) + ")";
         job->bounce = proto::make_reply(550, (implicit ? "5.1.2 " : "5.4.4 ") + what + note);
       } else if (!job->defer) {
         job->defer = proto::make_reply(451, "4.4.3 " + what);

@@ -62,9 +62,9 @@ struct Job;
 
 /// Process-wide fault plan for the spool's I/O (tests only).
 struct SpoolFaults {
-  std::atomic<int> write_errno{0};  // every write fails with this errno while set
-  std::atomic<int> fsync_errno{0};  // every fsync fails with this errno while set
-  std::atomic<int> fsync_fail_once{0};  // the next fsync fails with this errno, then cleared
+  std::atomic<int> write_errno{0};             // every write fails with this errno while set
+  std::atomic<int> fsync_errno{0};             // every fsync fails with this errno while set
+  std::atomic<int> fsync_fail_once{0};         // the next fsync fails with this errno, then cleared
   std::atomic<uint32_t> short_write_every{0};  // every Nth write is cut in half
   std::atomic<uint64_t> writes{0};
   static SpoolFaults& instance();
@@ -177,9 +177,9 @@ class Spool {
   bool header_pending_ = false;  // the new segment's header goes first in the next write
   bool seg_dead_ = false;
   bool dir_sync_needed_ = false;
-  bool sync_due_ = false;      // async mode: fsync at the next chance
-  bool unsynced_ = false;      // async mode: written but not fsynced
-  uint64_t committed_ = 0;     // bytes of the current segment known durable
+  bool sync_due_ = false;       // async mode: fsync at the next chance
+  bool unsynced_ = false;       // async mode: written but not fsynced
+  uint64_t committed_ = 0;      // bytes of the current segment known durable
   uint64_t commit_marked_ = 0;  // last COMMIT offset written
   std::string pending_;
   std::vector<Job*> pending_jobs_;  // jobs with records in pending_ (segment accounting)

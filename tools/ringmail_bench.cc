@@ -236,6 +236,35 @@ double rss_mb(pid_t pid) {
   return std::strtod(s.c_str() + p + 6, nullptr) / 1024.0;
 }
 
+/// The ringmail-inject command line for the load `o` describes; `wait`:
+/// until every recipient is final (else: until every batch is acknowledged).
+std::vector<std::string> inject_argv(const Options& o, const std::string& bin,
+                                     const std::string& dir, bool wait) {
+  std::vector<std::string> a = {bin + "/ringmail-inject",
+                                "--socket",
+                                dir + "/ringmail.sock",
+                                "--count",
+                                std::to_string(o.count),
+                                "--size",
+                                std::to_string(o.size),
+                                "--batch",
+                                std::to_string(o.batch),
+                                "--json",
+                                "--quiet",
+                                "--timeout",
+                                std::to_string(static_cast<int>(o.timeout_s))};
+  if (wait) {
+    a.push_back("--wait");
+  }
+  if (o.mx_domains > 0) {
+    a.insert(a.end(), {"--domains", std::to_string(o.mx_domains), "--domain", "bench.test"});
+  } else {
+    a.insert(a.end(), {"--domains", std::to_string(o.domains)});
+  }
+  a.insert(a.end(), o.inject_args.begin(), o.inject_args.end());
+  return a;
+}
+
 /// Runs ringmail-ctl and returns its reply line ("" on failure).
 std::string ctl(const std::string& bin, const std::string& dir, const std::string& command) {
   Proc p;
@@ -275,26 +304,7 @@ int run_hold(const Options& o, const std::string& bin, const std::string& dir,
   }
   double rss0 = rss_mb(daemon.pid);
   Proc inject;
-  std::vector<std::string> iargv = {bin + "/ringmail-inject",
-                                    "--socket",
-                                    dir + "/ringmail.sock",
-                                    "--count",
-                                    std::to_string(o.count),
-                                    "--size",
-                                    std::to_string(o.size),
-                                    "--batch",
-                                    std::to_string(o.batch),
-                                    "--json",
-                                    "--quiet",
-                                    "--timeout",
-                                    std::to_string(static_cast<int>(o.timeout_s))};
-  if (o.mx_domains > 0) {
-    iargv.insert(iargv.end(),
-                 {"--domains", std::to_string(o.mx_domains), "--domain", "bench.test"});
-  } else {
-    iargv.insert(iargv.end(), {"--domains", std::to_string(o.domains)});
-  }
-  iargv.insert(iargv.end(), o.inject_args.begin(), o.inject_args.end());
+  std::vector<std::string> iargv = inject_argv(o, bin, dir, /*wait=*/false);
   auto t0 = Clock::now();
   inject.start(iargv, dir, "inject");
   int irc = inject.wait(o.timeout_s + 30);
@@ -554,7 +564,12 @@ int main(int argc, char** argv) {
     if (!o.spool.empty()) {
       cfg << "[spool]\nmode = \"" << o.spool << "\"\n";
     }
-    cfg << "[ingest]\nsocket = \"" << dir << "/ringmail.sock\"\n";
+    // The injector follows every recipient's events on its one connection
+    // while it is still building batches; on 2 CPUs shared with the daemon
+    // and the sink it can fall behind a million-recipient run by more than
+    // the default 64 MiB backlog.
+    cfg << "[ingest]\nsocket = \"" << dir
+        << "/ringmail.sock\"\nmax_subscriber_backlog = \"1GiB\"\n";
     cfg << "[events]\nfile = \"" << (o.events_file ? dir + "/events.jsonl" : "") << "\"\n";
     cfg << "[delivery]\nmax_conns_per_destination = " << o.conns
         << "\nmax_rcpts_per_txn = " << o.rcpts_per_txn << "\nmax_pipelined_txns = " << o.pipelined
@@ -591,27 +606,7 @@ int main(int argc, char** argv) {
   // --- load
   double cpu0 = cpu_seconds(daemon.pid), sink_cpu0 = cpu_seconds(sink.pid);
   Proc inject;
-  std::vector<std::string> iargv = {bin + "/ringmail-inject",
-                                    "--socket",
-                                    dir + "/ringmail.sock",
-                                    "--count",
-                                    std::to_string(o.count),
-                                    "--size",
-                                    std::to_string(o.size),
-                                    "--batch",
-                                    std::to_string(o.batch),
-                                    "--wait",
-                                    "--json",
-                                    "--quiet",
-                                    "--timeout",
-                                    std::to_string(static_cast<int>(o.timeout_s))};
-  if (o.mx_domains > 0) {
-    iargv.insert(iargv.end(),
-                 {"--domains", std::to_string(o.mx_domains), "--domain", "bench.test"});
-  } else {
-    iargv.insert(iargv.end(), {"--domains", std::to_string(o.domains)});
-  }
-  iargv.insert(iargv.end(), o.inject_args.begin(), o.inject_args.end());
+  std::vector<std::string> iargv = inject_argv(o, bin, dir, /*wait=*/true);
   auto t0 = Clock::now();
   inject.start(iargv, dir, "inject");
   int irc = inject.wait(o.timeout_s + 30);

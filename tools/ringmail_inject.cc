@@ -481,13 +481,21 @@ int main(int argc, char** argv) {
       }
     }
     bool can_send_more = unacked.size() < o.window && (next < o.count || !again.empty());
-    auto f = c.next(can_send_more && c.pending_output() == 0 ? 0 : 20);
-    if (!f.ok()) {
-      std::fprintf(stderr, "ringmail-inject: %s\n", f.error().message.c_str());
-      return 2;
-    }
-    if (*f && !handle(**f)) {
-      return 2;
+    // Then everything that has arrived: events for big batches come much
+    // faster than one per batch built, and the daemon drops a subscriber
+    // that lets ingest.max_subscriber_backlog bytes pile up.
+    for (int timeout = can_send_more && c.pending_output() == 0 ? 0 : 20;; timeout = 0) {
+      auto f = c.next(timeout);
+      if (!f.ok()) {
+        std::fprintf(stderr, "ringmail-inject: %s\n", f.error().message.c_str());
+        return 2;
+      }
+      if (!*f) {
+        break;
+      }
+      if (!handle(**f)) {
+        return 2;
+      }
     }
   }
   double inject_s = std::chrono::duration<double>(last_ack - start).count();

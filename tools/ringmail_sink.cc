@@ -9,8 +9,8 @@
 // and exits 0. See sink_options.cc for the command line and sink_policy.h
 // for the magic envelope local parts.
 #include <arpa/inet.h>
-#include <netinet/in.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>

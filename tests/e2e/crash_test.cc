@@ -73,18 +73,34 @@ TEST(CrashLoop, NothingAcknowledgedIsLost) {
                              dir.path(), "ringmaild" + std::to_string(c)));
     ::unsetenv("RINGMAIL_FAILPOINT");
     // Recovery of what earlier cycles left may take a moment.
-    ASSERT_TRUE(eventually([&] { return !daemon.running() || answers(sock); },
-                           milliseconds(30'000)))
+    ASSERT_TRUE(
+        eventually([&] { return !daemon.running() || answers(sock); }, milliseconds(30'000)))
         << "cycle " << c << " (" << point << "): " << daemon.err();
     if (!daemon.running()) {
       ++named_kills;  // died at its failpoint during recovery or start
       continue;
     }
     Child inject;
-    ASSERT_TRUE(inject.start({env_or("RINGMAIL_INJECT", ""), "--socket", sock, "--count", "300",
-                              "--batch", "4", "--domains", "8", "--size", "600", "--window", "32",
-                              "--acked-out", acked, "--rcpt-prefix",
-                              "c" + std::to_string(c) + "u", "--quiet", "--timeout", "20"},
+    ASSERT_TRUE(inject.start({env_or("RINGMAIL_INJECT", ""),
+                              "--socket",
+                              sock,
+                              "--count",
+                              "300",
+                              "--batch",
+                              "4",
+                              "--domains",
+                              "8",
+                              "--size",
+                              "600",
+                              "--window",
+                              "32",
+                              "--acked-out",
+                              acked,
+                              "--rcpt-prefix",
+                              "c" + std::to_string(c) + "u",
+                              "--quiet",
+                              "--timeout",
+                              "20"},
                              dir.path(), "inject" + std::to_string(c)));
     if (point.empty()) {
       // A random moment.
@@ -143,11 +159,12 @@ TEST(CrashLoop, NothingAcknowledgedIsLost) {
   for (const auto& [r, n] : count) {
     duplicates += static_cast<size_t>(n - 1);
   }
-  std::printf("crash loop: %d cycles (%d at named failpoints, %d at random moments); %zu "
-              "recipients acknowledged, %zu deliveries of %zu distinct recipients, %zu lost, %zu "
-              "duplicates\n",
-              cycles, named_kills, random_kills, acked_set.size(), delivered.size(), count.size(),
-              lost, duplicates);
+  std::printf(
+      "crash loop: %d cycles (%d at named failpoints, %d at random moments); %zu "
+      "recipients acknowledged, %zu deliveries of %zu distinct recipients, %zu lost, %zu "
+      "duplicates\n",
+      cycles, named_kills, random_kills, acked_set.size(), delivered.size(), count.size(), lost,
+      duplicates);
   EXPECT_GT(acked_set.size(), 0u);
   EXPECT_EQ(lost, 0u) << "acknowledged recipients never delivered";
   // In flight at a kill: at most 8 destinations x 20 connections x 2

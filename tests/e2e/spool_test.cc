@@ -120,20 +120,17 @@ TEST(Spool, DiskErrorsRefuseBatchesAndAcceptanceResumes) {
   // Accepted again once a probe write and fsync work (about a second).
   bool back = eventually(
       [&] {
-        return e.engine->submit(make_batch("after-eio", 1)).status ==
-               proto::AckStatus::kAccepted;
+        return e.engine->submit(make_batch("after-eio", 1)).status == proto::AckStatus::kAccepted;
       },
       milliseconds(10'000));
   EXPECT_TRUE(back);
 
   // A failed fsync: the batch waiting for it is refused, never acked.
   f.fsync_fail_once = EIO;
-  EXPECT_EQ(e.engine->submit(make_batch("fsync", 2)).status,
-            proto::AckStatus::kSpoolUnavailable);
+  EXPECT_EQ(e.engine->submit(make_batch("fsync", 2)).status, proto::AckStatus::kSpoolUnavailable);
   EXPECT_TRUE(eventually(
       [&] {
-        return e.engine->submit(make_batch("after-fsync", 1)).status ==
-               proto::AckStatus::kAccepted;
+        return e.engine->submit(make_batch("after-fsync", 1)).status == proto::AckStatus::kAccepted;
       },
       milliseconds(10'000)));
   // Short writes are completed, not mistaken for success.
@@ -274,9 +271,7 @@ TEST(Spool, DiskFullStopsAcceptanceAndItResumes) {
   ASSERT_EQ(::unlink((mnt + "/filler").c_str()), 0);
   auto t0 = Clock::now();
   EXPECT_TRUE(eventually(
-      [&] {
-        return e.engine->submit(make_batch("back", 1)).status == proto::AckStatus::kAccepted;
-      },
+      [&] { return e.engine->submit(make_batch("back", 1)).status == proto::AckStatus::kAccepted; },
       milliseconds(10'000)));
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
   // Nothing acknowledged was lost.
