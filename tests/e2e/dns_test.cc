@@ -154,25 +154,7 @@ class Dnsmasq {
   }
 
   /// One A query for probe.test; true when any answer came back.
-  bool probe() const {
-    std::string q;
-    if (!proto::dns::build_query(q, 0x4242, "probe.test", proto::dns::kTypeA).ok()) {
-      return false;
-    }
-    int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port_);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = false;
-    if (::sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a) > 0) {
-      pollfd p{fd, POLLIN, 0};
-      char buf[512];
-      ok = ::poll(&p, 1, 100) == 1 && ::recv(fd, buf, sizeof buf, 0) >= 12;
-    }
-    ::close(fd);
-    return ok;
-  }
+  bool probe() const { return dns_server_answers(port_, "probe.test"); }
 
   TempDir dir_;
   pid_t pid_ = -1;

@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/socket.h>
@@ -25,6 +26,7 @@
 #include <vector>
 
 #include "engine/ringmail.h"
+#include "proto/dns_answer.h"
 #include "tests/e2e/sink_test_util.h"
 
 namespace ringmail::testing {
@@ -193,6 +195,31 @@ class EventCollector {
   size_t finals_ = 0;
   size_t deferred_ = 0;
 };
+
+/// True when a DNS server on 127.0.0.1:`port` answers an A query for
+/// `name` within 100 ms (any answer: the server is up).
+inline bool dns_server_answers(uint16_t port, const std::string& name) {
+  std::string q;
+  if (!proto::dns::build_query(q, 0x4242, name, proto::dns::kTypeA).ok()) {
+    return false;
+  }
+  int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    return false;
+  }
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bool ok = false;
+  if (::sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a) > 0) {
+    pollfd p{fd, POLLIN, 0};
+    char buf[512];
+    ok = ::poll(&p, 1, 100) == 1 && ::recv(fd, buf, sizeof buf, 0) >= 12;
+  }
+  ::close(fd);
+  return ok;
+}
 
 /// Waits (bounded, 30 s) until the operator listing ("list") contains
 /// `needle`. A deferred event reaches subscribers before its transaction

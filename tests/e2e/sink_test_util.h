@@ -269,6 +269,24 @@ struct Reply {
   }
 };
 
+/// Reads one (possibly multi-line) SMTP reply with `read_line` (returns
+/// one line without CRLF, or nullopt on EOF/timeout); code 0 on failure.
+template <class ReadLine>
+Reply read_smtp_reply(ReadLine&& read_line) {
+  Reply r;
+  for (;;) {
+    std::optional<std::string> line = read_line();
+    if (!line || line->size() < 3) {
+      return Reply{};
+    }
+    r.code = std::atoi(line->substr(0, 3).c_str());
+    r.lines.push_back(line->size() > 4 ? line->substr(4) : "");
+    if (line->size() < 4 || (*line)[3] == ' ') {
+      return r;
+    }
+  }
+}
+
 /// A tiny blocking SMTP client (5 s receive timeout).
 class SmtpClient {
  public:
@@ -324,18 +342,7 @@ class SmtpClient {
 
   /// Reads one (possibly multi-line) reply; code 0 on EOF or timeout.
   Reply read_reply() {
-    Reply r;
-    for (;;) {
-      std::optional<std::string> line = read_line();
-      if (!line || line->size() < 3) {
-        return Reply{};
-      }
-      r.code = std::atoi(line->substr(0, 3).c_str());
-      r.lines.push_back(line->size() > 4 ? line->substr(4) : "");
-      if (line->size() < 4 || (*line)[3] == ' ') {
-        return r;
-      }
-    }
+    return read_smtp_reply([this] { return read_line(); });
   }
   Reply command(std::string_view line) {
     send(std::string(line) + "\r\n");

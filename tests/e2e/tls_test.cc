@@ -187,25 +187,7 @@ class Dnsmasq {
   std::string server() const { return "127.0.0.1:" + std::to_string(port_); }
 
  private:
-  bool answers() const {
-    std::string q;
-    if (!proto::dns::build_query(q, 0x4242, "mx.test", proto::dns::kTypeA).ok()) {
-      return false;
-    }
-    int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(port_);
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bool ok = false;
-    if (::sendto(fd, q.data(), q.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof a) > 0) {
-      pollfd p{fd, POLLIN, 0};
-      char buf[512];
-      ok = ::poll(&p, 1, 100) == 1 && ::recv(fd, buf, sizeof buf, 0) >= 12;
-    }
-    ::close(fd);
-    return ok;
-  }
+  bool answers() const { return dns_server_answers(port_, "mx.test"); }
   TempDir dir_;
   std::unique_ptr<Child> child_;
   uint16_t port_ = 0;

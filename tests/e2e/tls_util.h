@@ -407,18 +407,7 @@ class SmtpTestClient {
   }
 
   Reply read_reply() {
-    Reply r;
-    for (;;) {
-      std::optional<std::string> line = read_line();
-      if (!line || line->size() < 3) {
-        return Reply{};
-      }
-      r.code = std::atoi(line->substr(0, 3).c_str());
-      r.lines.push_back(line->size() > 4 ? line->substr(4) : "");
-      if (line->size() < 4 || (*line)[3] == ' ') {
-        return r;
-      }
-    }
+    return read_smtp_reply([this] { return read_line(); });
   }
   Reply command(std::string_view line) {
     send(std::string(line) + "\r\n");
