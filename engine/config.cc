@@ -1,9 +1,13 @@
 #include "engine/config.h"
 
 #include <arpa/inet.h>
+#include <grp.h>
+#include <pwd.h>
 #include <unistd.h>
 
 #include <toml++/toml.h>
+#include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <fstream>
 #include <set>
@@ -23,16 +27,30 @@ log_level = "info"
 shards = 0                 # one shard per online CPU
 ring_entries = 1024
 shutdown_grace = "10s"
+user = ""                  # run as this user once sockets are bound ("" = as started)
+group = ""                 # default: the user's primary group
 
 [ingest]
 socket = "ringmail.sock"   # relative to the working directory
 socket_mode = "0660"
+allowed_users = []         # besides the file mode: SO_PEERCRED users (names or uids)
+allowed_groups = []        #   and groups; both empty: anyone who can open the socket
 max_frame_bytes = "128MiB"
 max_message_bytes = "32MiB"
 max_recipients = 1000000
 max_connections = 256
 frame_timeout = "60s"
 max_subscriber_backlog = "64MiB"
+max_buffered_bytes = "256MiB"  # frame bytes buffered over all clients
+hello_timeout = "10s"
+idle_timeout = "5m"        # a client with nothing in progress is closed
+
+[control]
+enabled = true             # ringmail-ctl's socket: operator commands, all events
+socket = ""                # "" = next to ingest.socket: ringmail-ctl.sock
+socket_mode = "0600"
+allowed_users = []         # root and ringmail's own user always; these besides
+allowed_groups = []
 
 [events]
 file = "ringmail-events.jsonl"
@@ -50,6 +68,9 @@ chunking = true
 msg_rate = ""              # per source and destination, e.g. "100/s"; "" = unlimited
 connect_rate = ""          # new connections per source and destination
 backoff = "5m"             # how long a throttled destination backs off
+backoff_after = 10         # throttling replies (4.7.x, "rate limit") within
+backoff_window = "1m"      #   this window that start a backoff; 421 and
+                           #   refused connections back off at once
 tls = "opportunistic"      # none | opportunistic | required | verify
 
 [delivery.timeouts]
@@ -380,11 +401,26 @@ Result<void> read_engine(Section& s, EngineConfig* e) {
   RM_TRY(s.integer("shards", &e->shards, 0, 256));
   RM_TRY(s.integer("ring_entries", &e->ring_entries, 64, 32768));
   RM_TRY(s.duration("shutdown_grace", &e->shutdown_grace, Millis(0), Millis(3'600'000)));
+  RM_TRY(s.str("user", &e->user));
+  RM_TRY(s.str("group", &e->group));
+  if (!e->user.empty()) {
+    errno = 0;
+    if (::getpwnam(e->user.c_str()) == nullptr) {
+      return s.bad("user", "no such user: " + e->user);
+    }
+  }
+  if (!e->group.empty()) {
+    if (e->user.empty()) {
+      return s.bad("group", "needs engine.user");
+    }
+    if (::getgrnam(e->group.c_str()) == nullptr) {
+      return s.bad("group", "no such group: " + e->group);
+    }
+  }
   return s.finish();
 }
 
-Result<void> read_ingest(Section& s, IngestConfig* i) {
-  RM_TRY(s.str("socket", &i->socket));
+Result<void> read_socket_mode(Section& s, uint32_t* out) {
   std::string mode;
   RM_TRY(s.str("socket_mode", &mode));
   if (!mode.empty()) {
@@ -393,14 +429,76 @@ Result<void> read_ingest(Section& s, IngestConfig* i) {
     if (ec != std::errc() || p != mode.data() + mode.size() || m > 0777) {
       return s.bad("socket_mode", "must be an octal mode string such as \"0660\"");
     }
-    i->socket_mode = m;
+    *out = m;
   }
+  return ok_result();
+}
+
+/// allowed_users / allowed_groups: names or numeric ids, resolved now.
+Result<void> read_peers(Section& s, PeerPolicy* p) {
+  for (bool users : {true, false}) {
+    const char* key = users ? "allowed_users" : "allowed_groups";
+    const toml::node* n = s.get(key);
+    if (n == nullptr) {
+      continue;
+    }
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) {
+      return s.bad(key, "must be an array of names or numeric ids");
+    }
+    std::vector<uint32_t>& out = users ? p->uids : p->gids;
+    out.clear();
+    for (const auto& item : *arr) {
+      if (auto id = item.value<int64_t>(); id && item.is_integer()) {
+        if (*id < 0 || *id > 0xFFFFFFFE) {
+          return s.bad(key, "ids must be between 0 and 4294967294");
+        }
+        out.push_back(static_cast<uint32_t>(*id));
+        continue;
+      }
+      auto name = item.value<std::string>();
+      if (!name || !item.is_string()) {
+        return s.bad(key, "must be an array of names or numeric ids");
+      }
+      if (users) {
+        const passwd* pw = ::getpwnam(name->c_str());
+        if (pw == nullptr) {
+          return s.bad(key, "no such user: " + *name);
+        }
+        out.push_back(pw->pw_uid);
+      } else {
+        const group* gr = ::getgrnam(name->c_str());
+        if (gr == nullptr) {
+          return s.bad(key, "no such group: " + *name);
+        }
+        out.push_back(gr->gr_gid);
+      }
+    }
+  }
+  return ok_result();
+}
+
+Result<void> read_control(Section& s, ControlConfig* c) {
+  RM_TRY(s.boolean("enabled", &c->enabled));
+  RM_TRY(s.str("socket", &c->socket));
+  RM_TRY(read_socket_mode(s, &c->socket_mode));
+  RM_TRY(read_peers(s, &c->peers));
+  return s.finish();
+}
+
+Result<void> read_ingest(Section& s, IngestConfig* i) {
+  RM_TRY(s.str("socket", &i->socket));
+  RM_TRY(read_socket_mode(s, &i->socket_mode));
+  RM_TRY(read_peers(s, &i->peers));
   RM_TRY(s.bytes("max_frame_bytes", &i->max_frame_bytes, 1024, 1ull << 31));
   RM_TRY(s.bytes("max_message_bytes", &i->max_message_bytes, 1024, 1ull << 30));
   RM_TRY(s.integer("max_recipients", &i->max_recipients, 1, 10'000'000));
   RM_TRY(s.integer("max_connections", &i->max_connections, 1, 100'000));
   RM_TRY(s.duration("frame_timeout", &i->frame_timeout, Millis(100), Millis(3'600'000)));
   RM_TRY(s.bytes("max_subscriber_backlog", &i->max_subscriber_backlog, 64 * 1024, 1ull << 34));
+  RM_TRY(s.bytes("max_buffered_bytes", &i->max_buffered_bytes, 64 * 1024, 1ull << 40));
+  RM_TRY(s.duration("hello_timeout", &i->hello_timeout, Millis(100), Millis(3'600'000)));
+  RM_TRY(s.duration("idle_timeout", &i->idle_timeout, Millis(100), Millis(86'400'000)));
   if (i->max_message_bytes > i->max_frame_bytes) {
     return s.bad("max_message_bytes", "must not exceed ingest.max_frame_bytes");
   }
@@ -456,6 +554,8 @@ Result<void> read_delivery(Section& s, DeliveryConfig* d) {
   RM_TRY(s.rate("msg_rate", &d->msg_rate));
   RM_TRY(s.rate("connect_rate", &d->connect_rate));
   RM_TRY(s.duration("backoff", &d->backoff, Millis(0), Millis(86'400'000)));
+  RM_TRY(s.integer("backoff_after", &d->backoff_after, 1, 100'000));
+  RM_TRY(s.duration("backoff_window", &d->backoff_window, Millis(1'000), Millis(86'400'000)));
   std::string tls;
   RM_TRY(s.str("tls", &tls));
   if (!tls.empty()) {
@@ -615,6 +715,12 @@ Result<void> read_shaping(Section& root, Config* c) {
       Millis d{0};
       RM_TRY(s.duration("backoff", &d, Millis(0), Millis(86'400'000)));
       r.backoff = d;
+    }
+    RM_TRY(opt_u32("backoff_after", &r.backoff_after, 1, 100'000));
+    if (s.has("backoff_window")) {
+      Millis d{0};
+      RM_TRY(s.duration("backoff_window", &d, Millis(1'000), Millis(86'400'000)));
+      r.backoff_window = d;
     }
     if (s.has("max_age")) {
       Millis d{0};
@@ -965,6 +1071,19 @@ Result<Config> read_root(const toml::table& root) {
   auto ingest = s.sub("ingest");
   RM_TRY(ingest);
   RM_TRY(read_ingest(*ingest, &c.ingest));
+  auto control = s.sub("control");
+  RM_TRY(control);
+  RM_TRY(read_control(*control, &c.control));
+  if (!c.control.enabled) {
+    c.control.socket.clear();
+  } else if (c.control.socket.empty() && !c.ingest.socket.empty()) {
+    const std::string& in = c.ingest.socket;
+    c.control.socket =
+        in.ends_with(".sock") ? in.substr(0, in.size() - 5) + "-ctl.sock" : in + "-ctl";
+  }
+  if (!c.control.socket.empty() && c.control.socket == c.ingest.socket) {
+    return control->bad("socket", "must differ from ingest.socket");
+  }
   auto events = s.sub("events");
   RM_TRY(events);
   RM_TRY(events->str("file", &c.events.file));
@@ -1129,6 +1248,25 @@ Result<Rate> parse_rate(std::string_view text) {
   return Rate{n / per};
 }
 
+bool PeerPolicy::allows(uint32_t uid, std::span<const uint32_t> peer_gids,
+                        uint32_t self_uid) const {
+  if (uid == 0 || uid == self_uid) {
+    return true;
+  }
+  if (uids.empty() && gids.empty()) {
+    return open_by_default;
+  }
+  if (std::find(uids.begin(), uids.end(), uid) != uids.end()) {
+    return true;
+  }
+  for (uint32_t g : peer_gids) {
+    if (std::find(gids.begin(), gids.end(), g) != gids.end()) {
+      return true;
+    }
+  }
+  return false;
+}
+
 Shaping Config::shaping_for(std::string_view domain) const {
   Shaping s;
   s.max_connections = delivery.max_conns_per_destination;
@@ -1137,6 +1275,8 @@ Shaping Config::shaping_for(std::string_view domain) const {
   s.msg_rate = delivery.msg_rate;
   s.connect_rate = delivery.connect_rate;
   s.backoff = delivery.backoff;
+  s.backoff_after = delivery.backoff_after;
+  s.backoff_window = delivery.backoff_window;
   s.retry_schedule = retry.schedule;
   s.max_age = retry.max_age;
   const ShapingRule* best = nullptr;
@@ -1171,6 +1311,8 @@ Shaping Config::shaping_for(std::string_view domain) const {
     s.msg_rate = best->msg_rate.value_or(s.msg_rate);
     s.connect_rate = best->connect_rate.value_or(s.connect_rate);
     s.backoff = best->backoff.value_or(s.backoff);
+    s.backoff_after = best->backoff_after.value_or(s.backoff_after);
+    s.backoff_window = best->backoff_window.value_or(s.backoff_window);
     s.max_age = best->max_age.value_or(s.max_age);
     if (best->retry_schedule) {
       s.retry_schedule = *best->retry_schedule;

@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -68,6 +69,22 @@ struct EngineConfig {
   uint32_t shards = 0;  // 0 = one per online CPU
   uint32_t ring_entries = 1024;
   Millis shutdown_grace{10'000};  // how long SIGTERM waits for queued mail
+  /// Run as this user (and group: default the user's primary group) once
+  /// the listening sockets are bound. Empty: keep the starting identity.
+  std::string user;
+  std::string group;
+};
+
+/// Who may use a Unix socket of ringmail, checked with SO_PEERCRED on
+/// every connection (in addition to the socket file's mode).
+struct PeerPolicy {
+  std::vector<uint32_t> uids;  // allowed users (names resolved at load)
+  std::vector<uint32_t> gids;  // allowed groups (the peer's primary or supplementary)
+  /// Without lists, anyone the file mode lets connect (ingest), or only
+  /// root and ringmail's own user (control) — see `open_by_default`.
+  bool open_by_default = true;
+  /// `peer_gids`: the peer's primary group and supplementary groups.
+  bool allows(uint32_t uid, std::span<const uint32_t> peer_gids, uint32_t self_uid) const;
 };
 
 struct IngestConfig {
@@ -79,6 +96,23 @@ struct IngestConfig {
   uint32_t max_connections = 256;
   Millis frame_timeout{60'000};                 // a started frame must complete within this
   uint64_t max_subscriber_backlog = 64u << 20;  // unsent event bytes per subscriber
+  /// Frame bytes buffered across all clients (charged to
+  /// limits.max_queued_bytes too); a frame that would go over is refused.
+  uint64_t max_buffered_bytes = 256u << 20;
+  Millis hello_timeout{10'000};  // HELLO must arrive this soon after connecting
+  Millis idle_timeout{300'000};  // a client with nothing in progress is closed after this
+  PeerPolicy peers;
+};
+
+/// The operator socket: CONTROL commands and subscriptions to all events.
+struct ControlConfig {
+  bool enabled = true;
+  /// Default (empty in the file): next to ingest.socket, "NAME-ctl.sock"
+  /// for "NAME.sock"; none when there is no ingest socket. After loading
+  /// it holds the path, or is empty when there is no control socket.
+  std::string socket;
+  uint32_t socket_mode = 0600;
+  PeerPolicy peers{.uids = {}, .gids = {}, .open_by_default = false};
 };
 
 struct EventsConfig {
@@ -107,6 +141,12 @@ struct Shaping {
   Rate msg_rate;      // messages (transactions) per source and destination
   Rate connect_rate;  // new connections per source and destination
   Millis backoff{300'000};
+  /// Throttling replies to transactions (4.7.x, "rate limit", … but not
+  /// 421, connection failures or greylisting, which act at once or not at
+  /// all) that put the source into backoff when this many arrive within
+  /// backoff_window. One such reply only defers its own recipients.
+  uint32_t backoff_after = 10;
+  Millis backoff_window{60'000};
   std::vector<Millis> retry_schedule;
   Millis max_age{0};
   TlsPolicy tls = TlsPolicy::kOpportunistic;
@@ -122,7 +162,8 @@ struct ShapingRule {
   std::string match;
   std::optional<uint32_t> max_connections, max_msgs_per_conn, max_rcpts_per_txn;
   std::optional<Rate> msg_rate, connect_rate;
-  std::optional<Millis> backoff, max_age;
+  std::optional<Millis> backoff, max_age, backoff_window;
+  std::optional<uint32_t> backoff_after;
   std::optional<std::vector<Millis>> retry_schedule;
   std::optional<TlsPolicy> tls;
   std::optional<bool> implicit_tls;
@@ -247,6 +288,8 @@ struct DeliveryConfig {
   Rate msg_rate;
   Rate connect_rate;
   Millis backoff{300'000};
+  uint32_t backoff_after = 10;  // see Shaping::backoff_after
+  Millis backoff_window{60'000};
   TlsPolicy tls = TlsPolicy::kOpportunistic;
   uint32_t max_pipelined_txns = 4;
   /// Per shard, over all destinations: connections between connect() and a
@@ -295,6 +338,7 @@ struct RetryConfig {
 struct Config {
   EngineConfig engine;
   IngestConfig ingest;
+  ControlConfig control;
   EventsConfig events;
   DeliveryConfig delivery;
   std::vector<ShapingRule> shaping;

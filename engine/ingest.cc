@@ -27,7 +27,8 @@ class Ingest::Conn {
         shard_(ingest.shard_),
         fd_(fd),
         id_(id),
-        frame_timer_(&Conn::on_frame_timer, this) {
+        frame_timer_(&Conn::on_frame_timer, this),
+        idle_timer_(&Conn::on_idle_timer, this) {
     recv_op_.conn = this;
     recv_op_.fn = &Conn::on_recv;
     send_op_.conn = this;
@@ -42,7 +43,11 @@ class Ingest::Conn {
   bool own_only() const { return own_only_; }
   bool closing() const { return closing_; }
 
-  void start() { arm_recv(); }
+  void start() {
+    shard_.timers().schedule(&idle_timer_,
+                             shard_.clock().now() + shard_.config().ingest.hello_timeout);
+    arm_recv();
+  }
 
   /// Queues a frame; closes the client when its backlog is over the limit.
   void queue_frame(proto::FrameType type, std::string_view payload) {
@@ -117,18 +122,50 @@ class Ingest::Conn {
     }
   };
 
+  /// Makes room in payload_ for `n` bytes of the frame (n <= frame_len_).
+  /// The buffer grows with what arrives, doubling, never past the frame's
+  /// length, each step charged against the shared limits.
+  bool reserve_payload(size_t n) {
+    if (payload_.size() >= n) {
+      return true;
+    }
+    size_t want = std::min<size_t>(frame_len_, std::max({n, payload_.size() * 2, kRecvBuf}));
+    size_t more = want - payload_.size();
+    if (!ingest_.charge(more)) {
+      fatal("frame of " + std::to_string(frame_len_) +
+            " bytes refused: the daemon's buffers for incoming frames are full "
+            "(ingest.max_buffered_bytes across clients, or the memory budget "
+            "limits.max_queued_bytes); nothing of it was accepted: retry later");
+      return false;
+    }
+    charged_ += more;
+    payload_.resize(want);
+    return true;
+  }
+
+  void release_payload() {
+    ingest_.release(charged_);
+    charged_ = 0;
+  }
+
   void arm_recv() {
     if (recv_armed_ || closing_ || fd_ < 0) {
       return;
     }
-    recv_armed_ = true;
-    ++ops_;
-    // A large payload is read straight into its own buffer.
-    if (in_payload_ && payload_.size() - payload_have_ > kRecvBuf) {
+    // A large payload is read straight into its own buffer, which grows
+    // as the bytes arrive.
+    if (in_payload_ && frame_len_ - payload_have_ > kRecvBuf) {
+      if (!reserve_payload(std::min<size_t>(frame_len_, payload_have_ + kRecvBuf))) {
+        return;
+      }
+      recv_armed_ = true;
+      ++ops_;
       shard_.ring().recv(fd_, payload_.data() + payload_have_, payload_.size() - payload_have_,
                          &recv_op_);
       direct_ = true;
     } else {
+      recv_armed_ = true;
+      ++ops_;
       shard_.ring().recv(fd_, rbuf_, kRecvBuf, &recv_op_);
       direct_ = false;
     }
@@ -136,6 +173,7 @@ class Ingest::Conn {
 
   void stop_reading() {
     frame_timer_.cancel();
+    idle_timer_.cancel();
     if (recv_armed_) {
       ++ops_;
       shard_.ring().cancel(&recv_op_, &cancel_op_);
@@ -146,6 +184,10 @@ class Ingest::Conn {
     recv_armed_ = false;
     if (closing_) {
       return;
+    }
+    if (res > 0 && hello_) {
+      shard_.timers().schedule(&idle_timer_,
+                               shard_.clock().now() + shard_.config().ingest.idle_timeout);
     }
     if (res <= 0) {
       if (started_frame()) {
@@ -159,7 +201,7 @@ class Ingest::Conn {
     }
     if (direct_) {
       payload_have_ += static_cast<size_t>(res);
-      if (payload_have_ == payload_.size()) {
+      if (payload_have_ == frame_len_) {
         if (!frame_complete()) {
           return;
         }
@@ -195,15 +237,19 @@ class Ingest::Conn {
         }
         header_have_ = 0;
         frame_type_ = h->type;
-        payload_.resize(h->length);
+        frame_len_ = h->length;
+        payload_.clear();
         payload_have_ = 0;
         in_payload_ = true;
       }
-      size_t take = std::min(in.size(), payload_.size() - payload_have_);
+      size_t take = std::min(in.size(), frame_len_ - payload_have_);
+      if (!reserve_payload(payload_have_ + take)) {
+        return false;
+      }
       std::memcpy(payload_.data() + payload_have_, in.data(), take);
       payload_have_ += take;
       in.remove_prefix(take);
-      if (payload_have_ == payload_.size() && !frame_complete()) {
+      if (payload_have_ == frame_len_ && !frame_complete()) {
         return false;
       }
     }
@@ -216,14 +262,32 @@ class Ingest::Conn {
     frame_timer_.cancel();
     std::string payload;
     payload.swap(payload_);
+    payload.resize(frame_len_);
+    bool more = dispatch_frame(payload);
+    release_payload();  // the frame was decoded (a batch's parts charge the budget themselves)
+    return more;
+  }
+
+  bool dispatch_frame(std::string_view payload) {
+    const bool control = ingest_.role_ == Role::kControl;
     switch (static_cast<proto::FrameType>(frame_type_)) {
       case proto::FrameType::kHello:
         return on_hello(payload);
       case proto::FrameType::kBatch:
+        if (control) {
+          fatal("BATCH is not accepted on the control socket: send batches to ingest.socket");
+          return false;
+        }
         return on_batch(payload);
       case proto::FrameType::kSubscribe:
         return on_subscribe(payload);
       case proto::FrameType::kControl:
+        if (!control) {
+          fatal(
+              "CONTROL commands are served on the control socket (control.socket, "
+              "ringmail-ctl), not on the ingest socket");
+          return false;
+        }
         return on_control(payload);
       default:
         fatal("unexpected frame type " + std::to_string(frame_type_));
@@ -254,6 +318,7 @@ class Ingest::Conn {
     proto::encode_hello(out, reply);
     queue_frame(proto::FrameType::kHello, out);
     hello_ = true;
+    shard_.timers().schedule(&idle_timer_, shard_.clock().now() + ic.idle_timeout);
     return true;
   }
 
@@ -353,6 +418,12 @@ class Ingest::Conn {
         return false;
       }
     }
+    if (!own && ingest_.role_ != Role::kControl) {
+      fatal(
+          "SUBSCRIBE to every client's events is served on the control socket "
+          "(control.socket); here only scope=own (this connection's batches)");
+      return false;
+    }
     if (!subscribed_) {
       subscribed_ = true;
       ingest_.subscribers_.push_back(this);
@@ -366,10 +437,19 @@ class Ingest::Conn {
     if (!require_hello()) {
       return false;
     }
+    ++controls_pending_;
     start_control(shard_, id_, payload);
     return true;
   }
 
+ public:
+  void control_answered() {
+    if (controls_pending_ > 0) {
+      --controls_pending_;
+    }
+  }
+
+ private:
   void on_send(int res, uint32_t /*flags*/) {
     sending_ = false;
     if (res < 0) {
@@ -390,6 +470,24 @@ class Ingest::Conn {
     c->ingest_.flush();
   }
 
+  static void on_idle_timer(void* self) {
+    auto* c = static_cast<Conn*>(self);
+    const IngestConfig& ic = c->shard_.config().ingest;
+    if (!c->hello_) {
+      c->fatal("no HELLO within ingest.hello_timeout (" + std::to_string(ic.hello_timeout.count()) +
+               "ms)");
+    } else if (c->started_frame() || !c->acks_.empty() || c->controls_pending_ > 0 ||
+               c->subscribed_) {
+      // Waiting for us (an ACK, a reply) or for events: not idle.
+      c->shard_.timers().schedule(&c->idle_timer_, c->shard_.clock().now() + ic.idle_timeout);
+      return;
+    } else {
+      c->fatal("idle for ingest.idle_timeout (" + std::to_string(ic.idle_timeout.count()) +
+               "ms) with nothing in progress: closed");
+    }
+    c->ingest_.flush();
+  }
+
   void maybe_finish_close() {
     if (!closing_ || ops_ != 0) {
       return;
@@ -407,6 +505,8 @@ class Ingest::Conn {
     }
     finished_ = true;
     frame_timer_.cancel();
+    idle_timer_.cancel();
+    release_payload();
     if (fd_ >= 0) {
       ::close(fd_);
       fd_ = -1;
@@ -425,7 +525,9 @@ class Ingest::Conn {
   uint64_t id_;
   Op recv_op_, send_op_, cancel_op_;
   Timer frame_timer_;
+  Timer idle_timer_;  // hello_timeout, then idle_timeout
   uint32_t ops_ = 0;
+  uint32_t controls_pending_ = 0;
   bool recv_armed_ = false;
   bool direct_ = false;
   bool sending_ = false;
@@ -438,8 +540,10 @@ class Ingest::Conn {
   size_t header_have_ = 0;
   bool in_payload_ = false;
   uint8_t frame_type_ = 0;
-  std::string payload_;
+  size_t frame_len_ = 0;  // the frame being read: its announced length
+  std::string payload_;   // grows as its bytes arrive (reserve_payload)
   size_t payload_have_ = 0;
+  uint64_t charged_ = 0;  // payload_ bytes charged to Ingest::charge
   uint64_t batch_seq_ = 0;
   uint64_t acked_ = 0;                          // ACKs sent so far (batch_seq of the last one)
   std::deque<std::optional<proto::Ack>> acks_;  // batches acked_+1.. in order
@@ -458,6 +562,7 @@ void Ingest::Conn::start_control(Shard& shard, uint64_t conn, std::string_view l
 void Ingest::control_reply(uint64_t conn, std::string_view json) {
   auto it = conns_.find(conn);
   if (it != conns_.end() && !it->second->closing()) {
+    it->second->control_answered();
     it->second->queue_frame(proto::FrameType::kControlReply, json);
   }
 }
@@ -466,8 +571,58 @@ void Ingest::AcceptOp::complete(int res, uint32_t flags) {
   ingest->on_accept(res, flags);
 }
 
-Ingest::Ingest(Shard& shard, int listen_fd) : shard_(shard), listen_fd_(listen_fd) {
+Ingest::Ingest(Shard& shard, int listen_fd, Role role)
+    : shard_(shard),
+      listen_fd_(listen_fd),
+      role_(role),
+      peers_(role == Role::kControl ? shard.config().control.peers : shard.config().ingest.peers) {
   accept_op_.ingest = this;
+}
+
+bool Ingest::charge(uint64_t n) {
+  const Config& c = shard_.config();
+  std::atomic<uint64_t>* budget = shard_.runtime().budget_counter();
+  if (buffered_ + n > c.ingest.max_buffered_bytes ||
+      budget->load(std::memory_order_relaxed) + n > c.limits.max_queued_bytes) {
+    return false;
+  }
+  buffered_ += n;
+  budget->fetch_add(n, std::memory_order_relaxed);
+  return true;
+}
+
+void Ingest::release(uint64_t n) {
+  if (n == 0) {
+    return;
+  }
+  buffered_ -= n;
+  shard_.runtime().budget_counter()->fetch_sub(n, std::memory_order_relaxed);
+}
+
+std::string Ingest::check_peer(int fd) const {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return std::string("cannot read the peer's credentials: ") + std::strerror(errno);
+  }
+  std::vector<uint32_t> gids{static_cast<uint32_t>(cred.gid)};
+  gid_t groups[64];
+  socklen_t glen = sizeof groups;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &glen) == 0) {
+    for (size_t i = 0; i < glen / sizeof(gid_t); ++i) {
+      gids.push_back(static_cast<uint32_t>(groups[i]));
+    }
+  }
+  if (peers_.allows(static_cast<uint32_t>(cred.uid), gids, static_cast<uint32_t>(::geteuid()))) {
+    return "";
+  }
+  const char* key = role_ == Role::kControl ? "control" : "ingest";
+  RM_LOG_WARN(
+      "%s socket: connection from uid %u (pid %d) refused: not in %s.allowed_users or "
+      "%s.allowed_groups",
+      key, static_cast<unsigned>(cred.uid), static_cast<int>(cred.pid), key, key);
+  return "permission denied: uid " + std::to_string(cred.uid) + " may not use this socket (" + key +
+         ".allowed_users / " + key + ".allowed_groups)";
 }
 
 Ingest::~Ingest() {
@@ -505,7 +660,10 @@ void Ingest::on_accept(int res, uint32_t flags) {
   } else {
     auto* c = new Conn(*this, res, next_id_++);
     conns_.emplace(c->id(), c);
-    if (conns_.size() > shard_.config().ingest.max_connections) {
+    std::string denied = check_peer(res);
+    if (!denied.empty()) {
+      c->fatal(denied);
+    } else if (conns_.size() > shard_.config().ingest.max_connections) {
       c->fatal("too many connections (ingest.max_connections)");
     } else {
       c->start();

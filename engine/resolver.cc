@@ -426,6 +426,7 @@ void RouteResolver::resolve_target(const std::shared_ptr<Job>& job, size_t index
   switch (ep.kind) {
     case Endpoint::Kind::kAddress: {
       Candidate c;
+      c.tier = static_cast<uint32_t>(index) << 16;
       c.mx = ep.host;
       c.addr = ep.addr;
       c.addr_len = ep.addr_len;
@@ -539,6 +540,7 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
                                   bool implicit) {
   struct HostState {
     std::string name;
+    uint16_t preference = 0;
     std::optional<DnsResult> v4, v6;
     bool want_v4 = false, want_v6 = false;
   };
@@ -559,6 +561,7 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
     }
     HostState s;
     s.name = h.exchange;
+    s.preference = h.preference;
     s.want_v4 = pref != AddressPreference::kIpv6Only;
     s.want_v6 = pref != AddressPreference::kIpv4Only;
     g->pending += (s.want_v4 ? 1 : 0) + (s.want_v6 ? 1 : 0);
@@ -582,6 +585,8 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
         for (const auto& a : h.v4->answer.a) {
           Candidate c;
           c.mx = h.name;
+          c.preference = h.preference;
+          c.tier = (static_cast<uint32_t>(job->target) << 16) | h.preference;
           auto* sin = reinterpret_cast<sockaddr_in*>(&c.addr);
           sin->sin_family = AF_INET;
           sin->sin_port = htons(port);
@@ -606,6 +611,8 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
         for (const auto& a : h.v6->answer.aaaa) {
           Candidate c;
           c.mx = h.name;
+          c.preference = h.preference;
+          c.tier = (static_cast<uint32_t>(job->target) << 16) | h.preference;
           auto* sin6 = reinterpret_cast<sockaddr_in6*>(&c.addr);
           sin6->sin6_family = AF_INET6;
           sin6->sin6_port = htons(port);
@@ -669,6 +676,38 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
     if (g->hosts[i].want_v6) {
       cache_.lookup(g->hosts[i].name, kTypeAaaa, [on](const DnsResult& r) { on(true, r); });
     }
+  }
+}
+
+void rotate_equal_preference(std::vector<Candidate>& candidates, uint64_t turn) {
+  size_t i = 0;
+  while (i < candidates.size()) {
+    size_t j = i + 1;
+    while (j < candidates.size() && candidates[j].tier == candidates[i].tier) {
+      ++j;
+    }
+    // [i, j) is one tier; its hosts in order of first appearance.
+    std::vector<std::string_view> hosts;
+    for (size_t k = i; k < j; ++k) {
+      if (std::find(hosts.begin(), hosts.end(), candidates[k].mx) == hosts.end()) {
+        hosts.push_back(candidates[k].mx);
+      }
+    }
+    if (hosts.size() > 1) {
+      std::vector<Candidate> run;
+      run.reserve(j - i);
+      const size_t first = static_cast<size_t>(turn % hosts.size());
+      for (size_t h = 0; h < hosts.size(); ++h) {
+        std::string_view host = hosts[(first + h) % hosts.size()];
+        for (size_t k = i; k < j; ++k) {
+          if (candidates[k].mx == host) {
+            run.push_back(candidates[k]);
+          }
+        }
+      }
+      std::move(run.begin(), run.end(), candidates.begin() + static_cast<std::ptrdiff_t>(i));
+    }
+    i = j;
   }
 }
 

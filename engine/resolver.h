@@ -138,7 +138,18 @@ struct Candidate {
   sockaddr_storage addr{};
   socklen_t addr_len = 0;
   uint16_t preference = 0;
+  /// Candidates with the same tier are equally preferred: the same route
+  /// element and MX preference (a static address is a tier of its own).
+  uint32_t tier = 0;
 };
+
+/// Reorders each run of equally preferred candidates (same tier) from
+/// different hosts so that connection number `turn` starts at host
+/// `turn % hosts` of the run; a host's addresses stay together and in
+/// order. Connections to one destination thus spread over its
+/// equal-preference MX hosts (RFC 5321 5.1) even though its route is
+/// resolved once and cached.
+void rotate_equal_preference(std::vector<Candidate>& candidates, uint64_t turn);
 
 struct RouteResolution {
   enum class Kind : uint8_t { kOk, kBounce, kDefer };

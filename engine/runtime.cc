@@ -36,11 +36,11 @@ uint64_t fnv1a(std::string_view s) {
   return h;
 }
 
-Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
+Result<int> open_listen_socket(const std::string& key, const std::string& path, uint32_t mode) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof addr.sun_path) {
-    return make_error(Errc::kConfig, "ingest.socket: path longer than " +
+    return make_error(Errc::kConfig, key + ": path longer than " +
                                          std::to_string(sizeof addr.sun_path - 1) + " bytes");
   }
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
@@ -52,7 +52,7 @@ Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
       ::close(fd);
-      return make_error(Errc::kConfig, "ingest.socket: " + path + " exists and is not a socket");
+      return make_error(Errc::kConfig, key + ": " + path + " exists and is not a socket");
     }
     // Live only if something answers HELLO: after a crash the kernel tears
     // the dead process's io_uring down asynchronously, and its pending
@@ -75,20 +75,20 @@ Result<int> open_listen_socket(const std::string& path, uint32_t mode) {
     }
     if (live) {
       ::close(fd);
-      return make_error(Errc::kBusy, "ingest.socket: another process is listening on " + path);
+      return make_error(Errc::kBusy, key + ": another process is listening on " + path);
     }
     ::unlink(path.c_str());  // stale socket of a previous run
   }
   if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
     int e = errno;
     ::close(fd);
-    return make_error(Errc::kIo, "ingest.socket: bind " + path + ": " + std::strerror(e));
+    return make_error(Errc::kIo, key + ": bind " + path + ": " + std::strerror(e));
   }
   if (::chmod(path.c_str(), mode) != 0 || ::listen(fd, 256) != 0) {
     int e = errno;
     ::close(fd);
     ::unlink(path.c_str());
-    return make_error(Errc::kIo, "ingest.socket: " + path + ": " + std::strerror(e));
+    return make_error(Errc::kIo, key + ": " + path + ": " + std::strerror(e));
   }
   return fd;
 }
@@ -214,6 +214,13 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
                 static_cast<unsigned long long>(SystemClock::instance().wall_ms()));
   rt->batch_prefix_ = prefix;
 
+  if (c.spool.mode != SpoolMode::kOff) {
+    auto lock = lock_spool_dir(c.spool);  // engine/spool.h: one engine per spool
+    if (!lock.ok()) {
+      return std::move(lock).take_error();
+    }
+    rt->spool_lock_fd_ = *lock;
+  }
   if (!c.events.file.empty()) {
     rt->event_fd_ = ::open(c.events.file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (rt->event_fd_ < 0) {
@@ -222,11 +229,18 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
     }
   }
   if (!c.ingest.socket.empty()) {
-    auto fd = open_listen_socket(c.ingest.socket, c.ingest.socket_mode);
+    auto fd = open_listen_socket("ingest.socket", c.ingest.socket, c.ingest.socket_mode);
     if (!fd.ok()) {
       return std::move(fd).take_error();
     }
     rt->listen_fd_ = *fd;
+  }
+  if (!c.control.socket.empty()) {
+    auto fd = open_listen_socket("control.socket", c.control.socket, c.control.socket_mode);
+    if (!fd.ok()) {
+      return std::move(fd).take_error();
+    }
+    rt->control_fd_ = *fd;
   }
   for (const SubmissionListener& l : c.submission.listeners) {
     auto fd = open_submission_socket(l);  // engine/submission.h; served by shard 0
@@ -295,6 +309,9 @@ Runtime::~Runtime() {
   shutdown(Millis(0));
   if (event_fd_ >= 0) {
     ::close(event_fd_);
+  }
+  if (spool_lock_fd_ >= 0) {
+    ::close(spool_lock_fd_);  // start() failed before any shard ran
   }
 }
 
@@ -617,14 +634,22 @@ void accept_job_msg(Shard& shard, void* p, uint64_t /*a*/);
 
 /// One batch waiting for every shard that holds a part of it to make that
 /// part durable. Parts are held, not delivered, until all are: a batch is
-/// either acknowledged whole, or refused whole.
+/// either acknowledged whole, or refused whole — and a refused batch leaves
+/// nothing behind: parts that did become durable are revoked (their RETIRE
+/// made durable) before the refusal is answered.
 struct AckCollector {
+  struct Part {
+    uint32_t shard;
+    Job* job;
+    bool durable = false;  // written by the part's shard before `pending` drops
+  };
   Runtime* rt;
   proto::Ack ack;
   Runtime::AckFn done;
   int origin;  // shard to answer on, or -1
-  std::vector<std::pair<uint32_t, Job*>> parts;
+  std::vector<Part> parts;
   std::atomic<uint32_t> pending{0};
+  std::atomic<uint32_t> revoking{0};
   std::atomic<bool> failed{false};
 };
 
@@ -632,15 +657,19 @@ void release_msg(Shard& shard, void* p, uint64_t /*a*/) {
   shard.scheduler().accept(static_cast<Job*>(p));
 }
 
-void abandon_msg(Shard& shard, void* p, uint64_t /*a*/) {
-  auto* job = static_cast<Job*>(p);
+void drop_refused_job(Shard& shard, Job* job) {
   uint64_t bytes = job->addrs.size();
   uint64_t n = job->rcpts.size();
+  delete job;
+  shard.runtime().abandon(n, bytes);
+}
+
+void abandon_msg(Shard& shard, void* p, uint64_t /*a*/) {
+  auto* job = static_cast<Job*>(p);
   if (shard.spool() != nullptr) {
     shard.spool()->retire_job(job);
   }
-  delete job;
-  shard.runtime().abandon(n, bytes);
+  drop_refused_job(shard, job);
 }
 
 void ack_msg(Shard& /*shard*/, void* p, uint64_t /*a*/) {
@@ -648,26 +677,7 @@ void ack_msg(Shard& /*shard*/, void* p, uint64_t /*a*/) {
   c->done(std::move(c->ack));
 }
 
-void part_done(Shard& shard, AckCollector* c, bool ok) {
-  if (!ok) {
-    c->failed.store(true, std::memory_order_release);
-  }
-  if (c->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) {
-    return;
-  }
-  bool failed = c->failed.load(std::memory_order_acquire);
-  for (auto& [dst, job] : c->parts) {
-    shard.post(dst, ShardMsg{failed ? &abandon_msg : &release_msg, job, 0});
-  }
-  if (failed) {
-    std::string id = c->ack.batch_id;
-    c->ack = proto::Ack{};
-    c->ack.batch_id = id;
-    c->ack.status = proto::AckStatus::kSpoolUnavailable;
-    c->ack.reason =
-        "the spool cannot make this batch durable right now (disk error); nothing was "
-        "accepted: send it again later";
-  }
+void send_ack(Shard& shard, AckCollector* c) {
   if (c->origin >= 0) {
     shard.post(static_cast<uint32_t>(c->origin), ShardMsg{&ack_msg, c, 0});
   } else {
@@ -675,11 +685,74 @@ void part_done(Shard& shard, AckCollector* c, bool ok) {
   }
 }
 
-void spool_job_msg(Shard& shard, void* p, uint64_t job_ptr) {
+/// A durable part of a refused batch: retire it durably, then (the last
+/// one) answer the refusal.
+void revoke_msg(Shard& shard, void* p, uint64_t job_ptr) {
   auto* c = static_cast<AckCollector*>(p);
   auto* job = reinterpret_cast<Job*>(job_ptr);
   Shard* sh = &shard;
-  shard.spool()->append_job(job, [sh, c](bool ok) { part_done(*sh, c, ok); });
+  const size_t rcpts = job->rcpts.size();
+  shard.spool()->revoke_job(job, [sh, c, rcpts](bool durable) {
+    if (!durable) {
+      RM_LOG_ERROR(
+          "spool: batch %s was refused but its part on shard %u (%zu recipients) could not be "
+          "revoked on disk now; it is once the disk works — should ringmail stop before that, "
+          "those recipients may be delivered although the batch was refused",
+          c->ack.batch_id.c_str(), sh->id(), rcpts);
+    }
+    if (c->revoking.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      send_ack(*sh, c);
+    }
+  });
+  drop_refused_job(shard, job);
+}
+
+void part_done(Shard& shard, AckCollector* c, size_t part, bool ok) {
+  if (!ok) {
+    c->failed.store(true, std::memory_order_release);
+  } else {
+    c->parts[part].durable = true;
+  }
+  if (c->pending.fetch_sub(1, std::memory_order_acq_rel) != 1) {
+    return;
+  }
+  bool failed = c->failed.load(std::memory_order_acquire);
+  if (!failed) {
+    for (const auto& pt : c->parts) {
+      shard.post(pt.shard, ShardMsg{&release_msg, pt.job, 0});
+    }
+    send_ack(shard, c);
+    return;
+  }
+  std::string id = c->ack.batch_id;
+  c->ack = proto::Ack{};
+  c->ack.batch_id = id;
+  c->ack.status = proto::AckStatus::kSpoolUnavailable;
+  c->ack.reason =
+      "the spool cannot make this batch durable right now (disk error); nothing was "
+      "accepted: send it again later";
+  uint32_t durable = 0;
+  for (const auto& pt : c->parts) {
+    durable += pt.durable ? 1 : 0;
+  }
+  c->revoking.store(durable, std::memory_order_release);
+  for (const auto& pt : c->parts) {
+    if (pt.durable) {
+      shard.post(pt.shard, ShardMsg{&revoke_msg, c, reinterpret_cast<uint64_t>(pt.job)});
+    } else {
+      shard.post(pt.shard, ShardMsg{&abandon_msg, pt.job, 0});
+    }
+  }
+  if (durable == 0) {
+    send_ack(shard, c);
+  }
+}
+
+void spool_job_msg(Shard& shard, void* p, uint64_t part) {
+  auto* c = static_cast<AckCollector*>(p);
+  Job* job = c->parts[part].job;
+  Shard* sh = &shard;
+  shard.spool()->append_job(job, [sh, c, part](bool ok) { part_done(*sh, c, part, ok); });
 }
 
 void accept_job_msg(Shard& shard, void* p, uint64_t /*a*/) {
@@ -718,12 +791,13 @@ void Runtime::submit_batch(const BatchInput& in, int from_shard, AckFn done) {
   c->origin = from_shard;
   for (uint32_t s = 0; s < jobs.size(); ++s) {
     if (jobs[s] != nullptr) {
-      c->parts.emplace_back(s, jobs[s]);
+      c->parts.push_back(AckCollector::Part{s, jobs[s]});
     }
   }
-  c->pending.store(static_cast<uint32_t>(c->parts.size()), std::memory_order_release);
-  for (auto& [dst, job] : std::vector<std::pair<uint32_t, Job*>>(c->parts)) {
-    post(dst, ShardMsg{&spool_job_msg, c, reinterpret_cast<uint64_t>(job)});
+  const size_t parts = c->parts.size();
+  c->pending.store(static_cast<uint32_t>(parts), std::memory_order_release);
+  for (size_t i = 0; i < parts; ++i) {
+    post(c->parts[i].shard, ShardMsg{&spool_job_msg, c, i});
   }
 }
 
@@ -1140,10 +1214,19 @@ void Runtime::shutdown(Millis grace) {
       RM_LOG_ERROR("suppression: %s", r.error().message.c_str());
     }
   }
+  if (spool_lock_fd_ >= 0) {
+    ::close(spool_lock_fd_);  // the shards are gone: nothing writes the spool any more
+    spool_lock_fd_ = -1;
+  }
   if (listen_fd_ >= 0) {
     ::close(listen_fd_);
     listen_fd_ = -1;
     ::unlink(config_.ingest.socket.c_str());
+  }
+  if (control_fd_ >= 0) {
+    ::close(control_fd_);
+    control_fd_ = -1;
+    ::unlink(config_.control.socket.c_str());
   }
   for (int fd : submission_fds_) {
     ::close(fd);

@@ -99,6 +99,7 @@ class Runtime {
   bool accepting() const { return accepting_.load(std::memory_order_acquire); }
   int event_file_fd() const { return event_fd_; }
   int ingest_listen_fd() const { return listen_fd_; }
+  int control_listen_fd() const { return control_fd_; }
   /// Listening sockets of submission.listeners, in order (shard 0 serves them).
   const std::vector<int>& submission_listen_fds() const { return submission_fds_; }
   uint32_t socket_subscribers() const {
@@ -159,7 +160,9 @@ class Runtime {
   std::atomic<bool> accepting_{true};
   std::string batch_prefix_;
   int event_fd_ = -1;
+  int spool_lock_fd_ = -1;  // flock on spool.dir/lock while the engine runs
   int listen_fd_ = -1;
+  int control_fd_ = -1;
   std::vector<int> submission_fds_;
   bool stopped_ = false;
 

@@ -47,7 +47,10 @@ void Job::add(std::string_view address, size_t domain_off) {
 RetryGroup::RetryGroup(Destination* d, void* sched)
     : timer(&Scheduler::on_retry_timer, this), scheduler(sched), dest(d) {}
 
-Destination::Destination(void* sched) : wake(&Scheduler::on_wake_timer, this), scheduler(sched) {}
+Destination::Destination(void* sched)
+    : wake(&Scheduler::on_wake_timer, this),
+      expiry(&Scheduler::on_expiry_timer, this),
+      scheduler(sched) {}
 
 uint32_t Destination::connections() const {
   uint32_t n = 0;
@@ -205,6 +208,7 @@ void Scheduler::enqueue_job(Job* job) {
 void Scheduler::enqueue(Destination& d, Job* job, uint32_t idx) {
   job->rcpts[idx].status = RcptStatus::kQueued;
   d.ready.push_back(QItem{job, idx});
+  arm_expiry(d, job);
   if (d.job_new == 0) {
     job_touched_.push_back(&d);
   }
@@ -272,7 +276,10 @@ void Scheduler::accept_recovered(std::vector<RecoveredJob> jobs) {
         }
         d.retry_waiting += g->items.size();
         retry_groups_.insert(g);
-        shard_.timers().schedule(&g->timer, now + Millis(first.next_retry_ms - now_wall));
+        // Never later than the recipients' expiry (retry_due bounces them then).
+        TimePoint due = std::min(now + Millis(first.next_retry_ms - now_wall),
+                                 job->msg->accepted_at() + d.shaping.max_age);
+        shard_.timers().schedule(&g->timer, due);
       }
       i = j;
     }
@@ -300,6 +307,7 @@ void Scheduler::end_backoffs(Destination& d, TimePoint now) {
     if (s.backing_off && now >= s.backoff_until) {
       s.backing_off = false;
       s.hold_txns = false;
+      s.hold_connect = false;
       s.successes = 0;
       destination_event(d, s, EventType::kResume, "");
     }
@@ -309,7 +317,7 @@ void Scheduler::end_backoffs(Destination& d, TimePoint now) {
 void Scheduler::dispatch(Destination& d) {
   end_backoffs(d, shard_.clock().now());
   if (d.paused) {
-    return;
+    return;  // the expiry timer still bounces what waits too long
   }
   // Idle connections first, each offered work once (feed() parks it again
   // when a rate limit or an empty queue leaves it idle).
@@ -337,6 +345,82 @@ void Scheduler::dispatch(Destination& d) {
     }
   }
   open_more(d);
+  if (!d.ready.empty() && held_everywhere(d) && d.connections() == d.working()) {
+    // Nothing can be sent before the backoff ends (refused connections, a
+    // 421, a run of throttling replies): what waits is deferred now, with
+    // that reason, and retried on the schedule — like the recipients whose
+    // attempts failed — instead of waiting silently behind the hold. (While
+    // an attempt is still connecting, it decides.)
+    const SourceState* why = &d.sources.front();
+    for (const auto& s : d.sources) {
+      if (s.backoff_until > why->backoff_until) {
+        why = &s;
+      }
+    }
+    proto::Reply reply = why->hold_reply;
+    Stage stage = why->hold_stage;
+    defer_queue(d, reply, stage);
+  }
+}
+
+bool Scheduler::held_everywhere(const Destination& d) const {
+  for (const auto& s : d.sources) {
+    if (!(s.backing_off && s.hold_txns)) {
+      return false;
+    }
+  }
+  return !d.sources.empty();
+}
+
+std::string Scheduler::hold_reason(const Destination& d) const {
+  for (const auto& s : d.sources) {
+    if (s.backing_off && s.hold_txns) {
+      return s.hold_reply.summary();
+    }
+  }
+  return "";
+}
+
+bool Scheduler::expired(const Destination& d, const QItem& q, TimePoint now) const {
+  return now >= q.job->msg->accepted_at() + d.shaping.max_age;
+}
+
+void Scheduler::arm_expiry(Destination& d, const Job* job) {
+  TimePoint at = job->msg->accepted_at() + d.shaping.max_age;
+  if (!d.expiry.armed() || at < d.expiry_at) {
+    d.expiry_at = at;
+    shard_.timers().schedule(&d.expiry, at);
+  }
+}
+
+void Scheduler::on_expiry_timer(void* dest) {
+  auto* d = static_cast<Destination*>(dest);
+  static_cast<Scheduler*>(d->scheduler)->sweep_expired(*d);
+}
+
+void Scheduler::sweep_expired(Destination& d) {
+  // Runs only when something in the queue may have reached max_age: a
+  // paused, held, rate-limited or unroutable destination. Mail that moves
+  // leaves the queue long before.
+  const TimePoint now = shard_.clock().now();
+  const std::string why = hold_reason(d);
+  std::deque<QItem> keep;
+  const Job* oldest = nullptr;
+  for (const QItem& q : d.ready) {
+    if (expired(d, q, now)) {
+      expire(d, q, why);
+    } else {
+      if (oldest == nullptr || q.job->msg->accepted_at() < oldest->msg->accepted_at()) {
+        oldest = q.job;
+      }
+      keep.push_back(q);
+    }
+  }
+  d.ready.swap(keep);
+  d.ready_txns = std::min<uint64_t>(d.ready_txns, d.ready.size());
+  if (oldest != nullptr) {
+    arm_expiry(d, oldest);
+  }
 }
 
 void Scheduler::open_more(Destination& d) {
@@ -346,6 +430,9 @@ void Scheduler::open_more(Destination& d) {
   }
   if (!ensure_route(d)) {
     return;
+  }
+  if (d.failing && d.connections() > d.working()) {
+    return;  // connections failed: the attempts still under way decide first
   }
   const uint64_t window = std::max<uint32_t>(1, config_.delivery.max_pipelined_txns);
   const uint64_t wanted = (std::max<uint64_t>(d.ready_txns, 1) + window - 1) / window;
@@ -448,6 +535,17 @@ bool Scheduler::give_txn(Destination& d, SmtpConnection* c) {
     arm_wake(d, s.msgs.next_token(now));
     return false;
   }
+  // Whatever reached max_age while it waited (a rate limit, a backoff, a
+  // pause) bounces as expired instead of being sent.
+  while (!d.ready.empty() && expired(d, d.ready.front(), now)) {
+    QItem q = d.ready.front();
+    d.ready.pop_front();
+    expire(d, q, hold_reason(d));
+  }
+  if (d.ready.empty()) {
+    d.ready_txns = 0;
+    return false;
+  }
   auto* ctx = new TxnCtx();
   ctx->dest = &d;
   ctx->source = c->source();
@@ -511,8 +609,16 @@ void Scheduler::connection_expired(SmtpConnection* c) {
   std::erase(c->dest()->sources[c->source()].idle, c);
 }
 
-void Scheduler::connection_ready(SmtpConnection* /*c*/) {
+void Scheduler::connection_ready(SmtpConnection* c) {
   --connecting_;
+  c->dest()->failing = false;
+  SourceState& s = c->dest()->sources[c->source()];
+  if (s.hold_txns && s.hold_connect) {
+    // Connections failed, but this one (started before the hold) works:
+    // the destination is reachable. Keep the lowered limit, lift the hold.
+    s.hold_txns = false;
+    s.hold_connect = false;
+  }
   grant_slots();
 }
 
@@ -549,26 +655,54 @@ void Scheduler::connection_closed(SmtpConnection* c) {
   if (c->failed_before_ready()) {
     proto::Reply why =
         c->failure() ? *c->failure() : proto::make_reply(451, "4.4.1 connection failed");
-    if (d.working() == 0 && d.connections() == 0) {
-      // Dead destination: nobody can reach it now. Defer what waits for it
-      // and hold new attempts for the backoff time.
-      throttle(d, s, why.summary(), /*hold=*/true);
-      defer_queue(d, why, c->failure_stage());  // kConnect, or kTls/kAuth
-    } else if (d.working() > 0) {
+    if (d.working() == 0) {
+      // Nobody reaches the destination now (the attempt tried every
+      // address it had). A refused connection is a failure however deep
+      // the queue is, never a reason to open the next one at once: no new
+      // attempt starts while others are still connecting (they decide),
+      // the source holds for the backoff time, and once no attempt is left
+      // what waits is deferred.
+      d.failing = true;
+      const bool was_held = s.backing_off && s.hold_txns;
+      throttle(d, s, why, c->failure_stage(), /*hold=*/true);
+      s.hold_connect = s.hold_txns && (!was_held || s.hold_connect);
+      if (d.connections() == 0) {
+        defer_queue(d, why, c->failure_stage());  // kConnect, or kTls/kAuth
+      }
+    } else {
       // Others work: this many connections is what the server accepts.
-      throttle(d, s, why.summary(), /*hold=*/false);
+      throttle(d, s, why, c->failure_stage(), /*hold=*/false);
     }
-    // Otherwise other attempts are still connecting: let them decide.
   } else if (c->server_closing() && c->failure()) {
-    throttle(d, s, c->failure()->summary(), /*hold=*/true);
+    // 421: the server asked us to go away (RFC 5321 3.8).
+    throttle(d, s, *c->failure(), Stage::kConnect, /*hold=*/true);
+    s.hold_connect = false;
   }
   dispatch(d);
 }
 
-void Scheduler::throttle(Destination& d, SourceState& s, std::string_view reason, bool hold) {
+void Scheduler::throttle_signal(Destination& d, SourceState& s, const proto::Reply& why,
+                                Stage stage) {
+  const TimePoint now = shard_.clock().now();
+  while (!s.signals.empty() && s.signals.front() + d.shaping.backoff_window <= now) {
+    s.signals.pop_front();
+  }
+  s.signals.push_back(now);
+  if (s.signals.size() >= d.shaping.backoff_after) {
+    s.signals.clear();
+    throttle(d, s, why, stage, /*hold=*/true);
+    s.hold_connect = false;
+  }
+}
+
+void Scheduler::throttle(Destination& d, SourceState& s, const proto::Reply& why, Stage stage,
+                         bool hold) {
   TimePoint now = shard_.clock().now();
+  const std::string reason = why.summary();
   uint32_t before = s.conn_limit;
-  if (hold) {
+  if (hold && s.backing_off && s.hold_txns) {
+    // Already holding (several attempts failed together): one halving.
+  } else if (hold) {
     s.conn_limit = std::max<uint32_t>(1, s.conn_limit / 2);
   } else {
     s.conn_limit = std::max<uint32_t>(1, std::min(s.conn_limit, s.working));
@@ -579,6 +713,10 @@ void Scheduler::throttle(Destination& d, SourceState& s, std::string_view reason
   bool held = s.hold_txns;
   s.backing_off = d.shaping.backoff.count() > 0;
   s.hold_txns = s.backing_off && (s.hold_txns || hold);
+  if (hold || !held) {
+    s.hold_reply = why;
+    s.hold_stage = stage;
+  }
   if (s.backing_off && (!was || (s.hold_txns && !held) || s.conn_limit != before)) {
     destination_event(d, s, EventType::kBackoff, reason);
   }
@@ -650,10 +788,16 @@ void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcom
   if (type == EventType::kDeferred) {
     r.status = RcptStatus::kDeferred;
     last_deferral_ = o.reply->summary();
-    if (!ctx->throttled &&
-        proto::is_throttling_reply(o.reply->code, o.reply->enhanced.str(), o.reply->text)) {
-      ctx->throttled = true;  // once per transaction, not per recipient
-      throttle(*ctx->dest, ctx->dest->sources[ctx->source], o.reply->summary(), /*hold=*/true);
+    // A temporary refusal of one recipient or message defers just that
+    // (greylisting is the common case). The destination backs off on
+    // connection-level signals: a 421 or failed connections
+    // (connection_closed), or a run of throttling replies within
+    // shaping.backoff_window — counted once per transaction.
+    if (!ctx->throttled && o.reply->code != 421 &&
+        proto::is_throttling_reply(o.reply->code, o.reply->enhanced.str(), o.reply->text) &&
+        !proto::is_greylisting_reply(o.reply->code, o.reply->text)) {
+      ctx->throttled = true;
+      throttle_signal(*ctx->dest, ctx->dest->sources[ctx->source], *o.reply, o.stage);
     }
   } else {
     if (type == EventType::kBounced) {
@@ -701,6 +845,7 @@ void Scheduler::txn_returned(SessionTxn&& txn) {
     ctx->job->rcpts[*it].status = RcptStatus::kQueued;
     d.ready.push_front(QItem{ctx->job, *it});
   }
+  arm_expiry(d, ctx->job);
   d.in_flight -= ctx->idx.size();
   ++d.ready_txns;
   --ctx->job->txns;
@@ -808,6 +953,7 @@ void Scheduler::retry_due(RetryGroup* g) {
     for (const QItem& q : live) {
       q.job->rcpts[q.idx].status = RcptStatus::kQueued;
       d.ready.push_back(q);
+      arm_expiry(d, q.job);
     }
     const uint32_t per = std::max<uint32_t>(1, d.shaping.max_rcpts_per_txn);
     d.ready_txns += (live.size() + per - 1) / per;
@@ -1044,6 +1190,7 @@ void Scheduler::abort_all() {
   aborting_ = true;
   for (auto& [name, d] : dests_) {
     d->wake.cancel();
+    d->expiry.cancel();
     for (SmtpConnection* c : std::vector<SmtpConnection*>(d->all)) {
       c->abort("ringmail is shutting down");
     }

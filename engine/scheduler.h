@@ -135,8 +135,12 @@ struct SourceState {
   TokenBucket msgs;
   TokenBucket connects;
   bool backing_off = false;
-  bool hold_txns = false;  // during a backoff: no new transactions
+  bool hold_txns = false;     // during a backoff: no new transactions, no new connections
+  bool hold_connect = false;  // the hold came from failed connection attempts only
   TimePoint backoff_until{};
+  proto::Reply hold_reply;  // what started the backoff (the deferral reason while held)
+  Stage hold_stage = Stage::kConnect;
+  std::deque<TimePoint> signals;  // recent throttling replies (shaping.backoff_after)
   std::vector<SmtpConnection*> idle;
 };
 
@@ -150,7 +154,8 @@ struct Destination {
   /// While a refresh runs, a previous good resolution stays in use.
   std::optional<RouteResolution> resolution;
   bool resolving = false;
-  bool paused = false;  // by an operator
+  bool paused = false;   // by an operator
+  bool failing = false;  // a connection failed and none has worked since
   std::deque<QItem> ready;
   uint64_t ready_txns = 0;    // estimate of transactions in `ready`
   uint32_t job_new = 0;       // recipients of the job being queued (Scheduler::settle_job)
@@ -161,7 +166,10 @@ struct Destination {
   std::vector<SourceState> sources;
   std::vector<SmtpConnection*> all;
   uint32_t next_source = 0;  // round robin
+  uint64_t connects = 0;     // connections started: rotates equal-preference MX hosts
   Timer wake;                // rate limit or backoff end: dispatch again
+  Timer expiry;              // the earliest max_age of anything in `ready`
+  TimePoint expiry_at{};     // when `expiry` fires (a lower bound of the real earliest)
   void* scheduler;
 
   uint32_t connections() const;
@@ -222,6 +230,7 @@ class Scheduler {
   /// Timer callbacks.
   static void on_retry_timer(void* group);
   static void on_wake_timer(void* dest);
+  static void on_expiry_timer(void* dest);
 
   /// Recipients on this shard not yet final.
   uint64_t unfinished() const { return unfinished_; }
@@ -260,7 +269,22 @@ class Scheduler {
   void maybe_free(Job* job);
   void expire(Destination& d, QItem item, std::string_view last_reply);
   Millis retry_delay(const Destination& d, uint16_t attempts);
-  void throttle(Destination& d, SourceState& s, std::string_view reason, bool hold);
+  /// A backoff signal for source `s`: lowers its connection limit and,
+  /// with `hold`, stops new transactions and connections until
+  /// shaping.backoff has passed.
+  void throttle(Destination& d, SourceState& s, const proto::Reply& why, Stage stage, bool hold);
+  /// A throttling reply to one transaction: backs off once
+  /// shaping.backoff_after of them arrived within shaping.backoff_window.
+  void throttle_signal(Destination& d, SourceState& s, const proto::Reply& why, Stage stage);
+  /// Every source of `d` holds: nothing queued can be sent before the
+  /// backoff ends.
+  bool held_everywhere(const Destination& d) const;
+  /// Recipients in `ready` that reached max_age bounce as expired (the
+  /// expiry timer, and every transaction built, check this).
+  bool expired(const Destination& d, const QItem& q, TimePoint now) const;
+  void arm_expiry(Destination& d, const Job* job);
+  void sweep_expired(Destination& d);
+  std::string hold_reason(const Destination& d) const;
   void end_backoffs(Destination& d, TimePoint now);
   void arm_wake(Destination& d, TimePoint when);
   void destination_event(const Destination& d, const SourceState& s, EventType type,

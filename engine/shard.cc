@@ -17,8 +17,10 @@ namespace {
 
 void forward_events_msg(Shard& shard, void* p, uint64_t /*a*/) {
   std::unique_ptr<std::string> buf(static_cast<std::string*>(p));
-  if (shard.ingest() != nullptr) {
-    shard.ingest()->deliver_events(*buf);
+  for (Ingest* server : {shard.ingest(), shard.control_server()}) {
+    if (server != nullptr) {
+      server->deliver_events(*buf);
+    }
   }
 }
 
@@ -99,8 +101,12 @@ void Shard::run() {
   }
   event_log_ = std::make_unique<EventLog>(*ring_, rt_.event_file_fd());
   if (id_ == 0 && rt_.ingest_listen_fd() >= 0) {
-    ingest_ = std::make_unique<Ingest>(*this, rt_.ingest_listen_fd());
+    ingest_ = std::make_unique<Ingest>(*this, rt_.ingest_listen_fd(), Ingest::Role::kBatches);
     ingest_->start();
+  }
+  if (id_ == 0 && rt_.control_listen_fd() >= 0) {
+    control_ = std::make_unique<Ingest>(*this, rt_.control_listen_fd(), Ingest::Role::kControl);
+    control_->start();
   }
   // --- submission listeners (engine/submission.h) ---
   if (id_ == 0 && !rt_.submission_listen_fds().empty()) {
@@ -126,6 +132,7 @@ void Shard::run() {
     ring_->reap();
   }
   ingest_.reset();
+  control_.reset();
   submission_.reset();
   // c-ares first: destroying the channel drops its callbacks, so nothing
   // calls into the scheduler while it goes away.
@@ -218,8 +225,10 @@ void Shard::forward_events() {
     return;
   }
   if (id_ == 0) {
-    if (ingest_ != nullptr) {
-      ingest_->deliver_events(forward_);
+    for (Ingest* server : {ingest_.get(), control_.get()}) {
+      if (server != nullptr) {
+        server->deliver_events(forward_);
+      }
     }
     forward_.clear();
     return;
@@ -250,8 +259,10 @@ void Shard::loop() {
       local_.pop_front();
       m.fn(*this, m.p, m.a);
     }
-    if (ingest_ != nullptr) {
-      ingest_->flush();
+    for (Ingest* server : {ingest_.get(), control_.get()}) {
+      if (server != nullptr) {
+        server->flush();
+      }
     }
     if (spool_ != nullptr) {
       spool_->flush();
@@ -264,8 +275,10 @@ void Shard::loop() {
     if (stop_requested_.load(std::memory_order_acquire)) {
       if (!stopping) {
         stopping = true;
-        if (ingest_ != nullptr) {
-          ingest_->stop();
+        for (Ingest* server : {ingest_.get(), control_.get()}) {
+          if (server != nullptr) {
+            server->stop();
+          }
         }
         if (submission_ != nullptr) {
           submission_->stop();
@@ -273,6 +286,7 @@ void Shard::loop() {
         scheduler_->abort_all();
       }
       if (scheduler_->quiescent() && (ingest_ == nullptr || ingest_->stopped()) &&
+          (control_ == nullptr || control_->stopped()) &&
           (submission_ == nullptr || submission_->stopped()) &&
           (spool_ == nullptr || spool_->idle() || !spool_->healthy())) {
         break;

@@ -94,6 +94,7 @@ class Shard {
   Spool* spool() { return spool_.get(); }
   DnsClient& dns() { return *dns_client_; }
   Ingest* ingest() { return ingest_.get(); }
+  Ingest* control_server() { return control_.get(); }
   /// The submission listeners (shard 0 only, when configured), or null.
   Submission* submission() { return submission_.get(); }
   /// This shard's client TLS state (context, session cache); created on
@@ -149,6 +150,7 @@ class Shard {
   std::unique_ptr<Spool> spool_;
   std::unique_ptr<EventLog> event_log_;
   std::unique_ptr<Ingest> ingest_;
+  std::unique_ptr<Ingest> control_;  // the control socket (same protocol, operator commands)
   std::unique_ptr<Submission> submission_;
   std::unique_ptr<TlsClient> tls_client_;
   std::deque<ShardMsg> local_;

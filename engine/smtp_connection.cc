@@ -83,6 +83,7 @@ void SmtpConnection::new_session() {
 void SmtpConnection::start() {
   if (dest_->resolution && dest_->resolution->kind == RouteResolution::Kind::kOk) {
     candidates_ = dest_->resolution->candidates;
+    rotate_equal_preference(candidates_, dest_->connects++);
   }
   new_session();
   connect_next();

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -60,6 +61,82 @@ std::vector<std::string> list_dir(const std::string& dir) {
 }
 
 }  // namespace
+
+Result<int> lock_spool_dir(const SpoolConfig& cfg) {
+  const std::string& dir = cfg.dir;
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return make_error(Errc::kIo, "spool.dir: cannot create " + dir + ": " + std::strerror(errno));
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) {
+    return make_error(Errc::kIo, "spool.dir: cannot read " + dir + ": " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return make_error(Errc::kIo, "spool.dir: " + dir + " is not a directory");
+  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    return make_error(Errc::kIo,
+                      "spool.dir: " + dir +
+                          " is writable by other users (group or world); queued mail there "
+                          "could be altered or removed: chmod go-w it (0700 is best)");
+  }
+  if (st.st_uid != ::geteuid()) {
+    return make_error(
+        Errc::kIo, "spool.dir: " + dir + " belongs to uid " + std::to_string(st.st_uid) +
+                       ", not to the uid ringmail runs as (" + std::to_string(::geteuid()) + ")");
+  }
+  for (const std::string& name : list_dir(dir)) {
+    if (name.rfind("shard-", 0) != 0) {
+      continue;
+    }
+    std::string path = dir + "/" + name;
+    struct stat ss {};
+    if (::lstat(path.c_str(), &ss) != 0) {
+      continue;  // vanished: nothing to check
+    }
+    if (S_ISLNK(ss.st_mode)) {
+      return make_error(Errc::kIo, "spool.dir: " + path +
+                                       " is a symbolic link; shard directories must be real "
+                                       "directories inside spool.dir");
+    }
+    if (!S_ISDIR(ss.st_mode)) {
+      return make_error(Errc::kIo, "spool.dir: " + path + " is not a directory");
+    }
+    if ((ss.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+      return make_error(Errc::kIo, "spool.dir: " + path +
+                                       " is writable by other users; chmod go-w it (0700 is best)");
+    }
+  }
+  std::string lock = dir + "/lock";
+  int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) {
+    return make_error(Errc::kIo, "spool.dir: cannot open " + lock + ": " + std::strerror(errno));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int err = errno;
+    char pid[32] = {};
+    ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : "";
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) {
+      holder.pop_back();
+    }
+    ::close(fd);
+    if (err == EWOULDBLOCK) {
+      return make_error(Errc::kIo,
+                        "spool.dir: " + dir + " is in use by another ringmail engine" +
+                            (holder.empty() ? std::string() : " (pid " + holder + ")") +
+                            "; two engines on one spool would deliver and delete each other's "
+                            "mail: stop the other one or give this one its own spool.dir");
+    }
+    return make_error(Errc::kIo, "spool.dir: cannot lock " + lock + ": " + std::strerror(err));
+  }
+  std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 ||
+      ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+    RM_LOG_WARN("spool: cannot record the pid in %s: %s", lock.c_str(), std::strerror(errno));
+  }
+  return fd;
+}
 
 SpoolFaults& SpoolFaults::instance() {
   static SpoolFaults f;
@@ -405,6 +482,7 @@ Result<void> Spool::open_segment() {
     ::close(fd_);
   }
   fd_ = fd;
+  const uint64_t previous = seg_;
   seg_ = n;
   Segment s;
   s.number = n;
@@ -415,6 +493,7 @@ Result<void> Spool::open_segment() {
   header_pending_ = true;
   dir_sync_needed_ = true;
   ++stats_.segments;
+  maybe_retire(previous);  // every job it held may have finished while it was current
   return ok_result();
 }
 
@@ -424,6 +503,7 @@ void Spool::note_record(Job* job) {
     job->spool_segs.push_back(seg_);
     s.live.insert(job);
     ++s.jobs_written;
+    writing_new_.push_back(job);
   }
 }
 
@@ -435,7 +515,7 @@ void Spool::append_job(Job* job, std::function<void(bool)> done) {
   job->spool_id = next_job_id_++;
   snapshot(job, pending_);
   pending_jobs_.push_back(job);
-  pending_waiters_.push_back(Waiter{std::move(done)});
+  pending_waiters_.push_back(Waiter{std::move(done), job});
 }
 
 void Spool::snapshot(Job* job, std::string& out) {
@@ -499,9 +579,24 @@ void Spool::journal_deferred(Job* job, const std::vector<uint32_t>& idx, uint16_
 void Spool::retire_job(Job* job) {
   std::erase(pending_jobs_, job);
   std::erase(compact_queue_, job);
+  std::erase(writing_new_, job);
   std::erase_if(snapshot_done_, [job](const auto& p) { return p.first == job; });
-  if (healthy_ && job->spool_id != 0) {
-    sp::append_retire(pending_, job->spool_id);
+  for (auto& w : pending_waiters_) {
+    if (w.job == job) {
+      w.job = nullptr;
+    }
+  }
+  for (auto& w : writing_waiters_) {
+    if (w.job == job) {
+      w.job = nullptr;
+    }
+  }
+  if (job->spool_id != 0) {
+    if (healthy_) {
+      sp::append_retire(pending_, job->spool_id);
+    } else {
+      unretired_.push_back(job->spool_id);  // written once the disk works
+    }
   }
   for (uint64_t seg : job->spool_segs) {
     auto it = segments_.find(seg);
@@ -524,6 +619,16 @@ void Spool::maybe_retire(uint64_t seg) {
   ::unlink(it->second.path.c_str());
   segments_.erase(it);
   ++stats_.retired_segments;
+}
+
+void Spool::revoke_job(Job* job, std::function<void(bool)> done) {
+  const bool was_healthy = healthy_;
+  retire_job(job);
+  if (was_healthy) {
+    pending_waiters_.push_back(Waiter{std::move(done), nullptr});
+  } else {
+    done(false);
+  }
 }
 
 bool Spool::idle() const {
@@ -574,10 +679,16 @@ void Spool::start_write() {
     }
   }
   std::string batch;
-  batch.reserve(pending_.size() + 64);
+  batch.reserve(pending_.size() + 64 + unretired_.size() * 32);
   if (header_pending_) {
     sp::append_segment_header(batch, shard_.id(), seg_, shard_.clock().wall_ms());
     header_pending_ = false;
+  }
+  if (healthy_) {
+    for (uint64_t id : unretired_) {
+      sp::append_retire(batch, id);
+    }
+    unretired_.clear();
   }
   if (committed_ > commit_marked_) {
     sp::append_commit(batch, committed_);
@@ -585,6 +696,7 @@ void Spool::start_write() {
   }
   batch.append(pending_);
   pending_.clear();
+  writing_new_.clear();
   for (Job* j : pending_jobs_) {
     note_record(j);
   }
@@ -594,6 +706,7 @@ void Spool::start_write() {
   write_off_ = segments_[seg_].size;
   writing_waiters_.swap(pending_waiters_);
   pending_waiters_.clear();
+  group_unacked_ = true;
   phase_ = Phase::kWriting;
   submit_write();
 }
@@ -691,6 +804,8 @@ void Spool::on_dir_fsync(int res) {
 void Spool::group_done(bool ok) {
   phase_ = Phase::kIdle;
   writing_.clear();
+  group_unacked_ = false;
+  writing_new_.clear();
   if (probing_ && ok) {
     probing_ = false;
     healthy_ = true;
@@ -716,6 +831,11 @@ void Spool::fail(const std::string& what, int err) {
   healthy_ = false;
   probing_ = false;
   phase_ = Phase::kIdle;
+  if (group_unacked_) {
+    // The group is refused: none of it may come back at recovery.
+    cut_failed_group(writing_waiters_);
+    group_unacked_ = false;
+  }
   std::vector<Waiter> ws;
   ws.swap(writing_waiters_);
   for (auto& w : pending_waiters_) {
@@ -737,6 +857,41 @@ void Spool::fail(const std::string& what, int err) {
   shard_.timers().schedule(&probe_timer_, shard_.clock().now() + Millis(1000));
   for (auto& w : ws) {
     w.done(false);
+  }
+}
+
+void Spool::cut_failed_group(const std::vector<Waiter>& refused) {
+  // What the disk took of a failed group (a write cut short by ENOSPC, data
+  // behind a failed fsync that writeback may still flush) would be read
+  // back at recovery as records of batches that were refused. Cut the
+  // segment back to where the group began: truncating frees space, so it
+  // works on a full disk too.
+  auto it = segments_.find(seg_);
+  if (fd_ >= 0 && ::ftruncate(fd_, static_cast<off_t>(write_off_)) == 0) {
+    if (it != segments_.end()) {
+      it->second.size = write_off_;
+      for (Job* j : writing_new_) {
+        it->second.live.erase(j);
+        std::erase(j->spool_segs, seg_);
+      }
+    }
+  } else {
+    RM_LOG_ERROR(
+        "spool: cannot cut %s back after the failed write (%s); the refused batches get "
+        "RETIRE records once the disk works",
+        it != segments_.end() ? it->second.path.c_str() : dir_.c_str(), std::strerror(errno));
+    for (const Waiter& w : refused) {
+      if (w.job != nullptr && w.job->spool_id != 0) {
+        unretired_.push_back(w.job->spool_id);
+      }
+    }
+  }
+  writing_new_.clear();
+  if (it != segments_.end() && write_off_ == 0 && it->second.live.empty()) {
+    // Nothing of it was ever durable (e.g. a failed probe): remove it, so
+    // an outage does not leave a segment file per probe.
+    ::unlink(it->second.path.c_str());
+    segments_.erase(it);
   }
 }
 

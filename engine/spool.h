@@ -26,8 +26,24 @@
 /// (they are answered "spool unavailable", never acknowledged), marks the
 /// spool unhealthy and abandons the segment: a failed fsync is never
 /// retried as if it could succeed (after a writeback error Linux may report
-/// success for data it dropped). Every second a probe opens a new segment
-/// and fsyncs it; when that works the spool is healthy again.
+/// success for data it dropped). A refused batch leaves nothing behind: the
+/// segment is cut back (ftruncate) to where the failed group began, so a
+/// record the disk did take (a short write before ENOSPC, data a failed
+/// fsync may still have flushed) is never recovered; should the cut itself
+/// fail, the refused jobs get RETIRE records once the disk works. Every
+/// second a probe opens a new segment and fsyncs it (a failed probe's
+/// segment is removed again); when that works the spool is healthy again,
+/// and RETIRE records that could not be written meanwhile go first.
+///
+/// A batch refused because another shard's part failed is revoked on the
+/// shards whose part was durable (revoke_job): its RETIRE is made durable
+/// before the refusal is answered.
+///
+/// The directory: lock_spool_dir() takes an exclusive lock (flock on
+/// spool.dir/lock) for the life of the engine, so a second engine on the
+/// same directory refuses to start instead of recovering — and deleting —
+/// the first one's live segments. A directory that other users may write
+/// to, or a shard directory that is a symbolic link, is refused.
 ///
 /// Space: a segment is deleted when it is not the current one and no
 /// unfinished job has a record in it. Old segments whose live jobs are few
@@ -59,6 +75,11 @@ namespace ringmail::engine {
 
 class Shard;
 struct Job;
+
+/// Checks spool.dir (creating it, mode 0700, when missing) and takes its
+/// exclusive lock. Returns the lock's descriptor; the lock lasts until it
+/// is closed. Errors say what is wrong and what to do.
+[[nodiscard]] Result<int> lock_spool_dir(const SpoolConfig& cfg);
 
 /// Process-wide fault plan for the spool's I/O (tests only).
 struct SpoolFaults {
@@ -118,6 +139,10 @@ class Spool {
                         int64_t next_retry_ms);
   /// The job is finished (or was never acknowledged): its segments may go.
   void retire_job(Job* job);
+  /// A durable job whose batch was refused after all: retires it and calls
+  /// `done(true)` once the RETIRE is durable, `done(false)` when the spool
+  /// cannot make it durable now (it is written once the disk works).
+  void revoke_job(Job* job, std::function<void(bool)> done);
 
   /// Once per loop iteration: start the next write/fsync, probe health,
   /// compact a little.
@@ -141,6 +166,7 @@ class Spool {
   };
   struct Waiter {
     std::function<void(bool)> done;
+    Job* job = nullptr;  // append_job's job: refused if the group fails
   };
   struct Op final : Completion {
     Spool* spool = nullptr;
@@ -159,6 +185,8 @@ class Spool {
   void group_done(bool ok);
   void fail(const std::string& what, int err);
   void maybe_retire(uint64_t seg);
+  /// After a failed group: cuts the segment back to where the group began.
+  void cut_failed_group(const std::vector<Waiter>& refused);
   void compact_some();
   void snapshot(Job* job, std::string& out);
   std::string dir_for(uint32_t shard) const;
@@ -190,6 +218,9 @@ class Spool {
   size_t written_ = 0;
   uint64_t write_off_ = 0;
   std::vector<Waiter> writing_waiters_;
+  bool group_unacked_ = false;       // the group in flight has not been answered yet
+  std::vector<Job*> writing_new_;    // jobs whose first record in seg_ is in that group
+  std::vector<uint64_t> unretired_;  // RETIRE records owed since the spool failed
   std::vector<Job*> compact_queue_;
   std::vector<std::pair<Job*, uint64_t>> snapshot_done_;  // job, segment of its snapshot
   Op write_op_, fsync_op_, dir_op_;

@@ -104,6 +104,15 @@ bool is_throttling_reply(uint16_t code, std::string_view enhanced, std::string_v
   return code < 500 && (enhanced == "4.7.0" || enhanced == "4.7.1" || enhanced == "4.7.28");
 }
 
+bool is_greylisting_reply(uint16_t code, std::string_view text) {
+  if (code < 400 || code >= 500) {
+    return false;
+  }
+  static constexpr std::string_view kGrey[] = {"greylist",  "graylist",  "grey-list",
+                                               "gray-list", "grey list", "gray list"};
+  return has_any(lower(text), kGrey);
+}
+
 FailureClass classify_failure(uint16_t code, std::string_view enhanced, std::string_view text,
                               FailureStage stage) {
   switch (stage) {

@@ -51,6 +51,11 @@ FailureClass classify_failure(uint16_t code, std::string_view enhanced, std::str
 /// rate limits. Input to adaptive backoff.
 bool is_throttling_reply(uint16_t code, std::string_view enhanced, std::string_view text);
 
+/// True when a temporary reply says the recipient is greylisted ("greylisted",
+/// "graylisted", "grey-listed", …): a verdict on one sender/recipient pair
+/// that a later retry passes, never a reason to slow the whole destination.
+bool is_greylisting_reply(uint16_t code, std::string_view text);
+
 struct DsnRecipient {
   std::string recipient;          // final recipient address
   std::string status;             // RFC 3463, e.g. "5.1.1"

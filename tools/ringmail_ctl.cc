@@ -1,4 +1,5 @@
-// ringmail-ctl — queue control for a running ringmaild, over its socket.
+// ringmail-ctl — queue control for a running ringmaild, over its control socket
+// (control.socket; by default ringmail-ctl.sock next to ringmail.sock).
 //
 //   ringmail-ctl [--socket PATH] list [DOMAIN-PATTERN]
 //   ringmail-ctl [--socket PATH] pause DOMAIN-PATTERN
@@ -20,7 +21,7 @@
 #include "tools/batch_client.h"
 
 int main(int argc, char** argv) {
-  std::string socket = "ringmail.sock";
+  std::string socket = "ringmail-ctl.sock";
   std::string line;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -29,6 +30,7 @@ int main(int argc, char** argv) {
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: ringmail-ctl [--socket PATH] COMMAND [ARG]\n"
+          "  --socket PATH         the daemon's control.socket (default ringmail-ctl.sock)\n"
           "  list [PATTERN]        destinations with queued, in-flight and deferred counts,\n"
           "                        connections, pause and backoff state\n"
           "  pause PATTERN         stop delivering to matching domains (mail waits)\n"

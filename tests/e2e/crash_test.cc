@@ -130,7 +130,8 @@ TEST(CrashLoop, NothingAcknowledgedIsLost) {
   ASSERT_TRUE(daemon.start({env_or("RINGMAILD", ""), "--config", dir.file("ringmail.toml")},
                            dir.path(), "ringmaild-final"));
   ASSERT_TRUE(eventually([&] { return answers(sock); }, milliseconds(30'000))) << daemon.err();
-  auto client = tools::BatchClient::connect(sock, "crash-test");
+  // Operator commands go to the control socket, next to the ingest one.
+  auto client = tools::BatchClient::connect(dir.file("rm-ctl.sock"), "crash-test");
   ASSERT_TRUE(client.ok()) << client.error().message;
   bool drained = eventually(
       [&] {

@@ -384,6 +384,38 @@ TEST_F(MxRouting, EqualPreferencesAreUsedInRandomOrder) {
   EXPECT_TRUE(sinks_[1].wait_stat("recipients", by_mx["mxb.eq.test"])) << sinks_[1].stats();
 }
 
+TEST_F(MxRouting, ConnectionsToOneDomainSpreadOverEqualPreferenceHosts) {
+  ASSERT_TRUE(sinks_.start({"127.0.0.2", "127.0.0.3"})) << sinks_.error();
+  ASSERT_TRUE(dns_.start(
+      {"--mx-host=spread.test,mxa.spread.test,10", "--mx-host=spread.test,mxb.spread.test,10",
+       "--host-record=mxa.spread.test,127.0.0.2", "--host-record=mxb.spread.test,127.0.0.3"}))
+      << dns_.error();
+  // One domain, resolved once and cached; 1,000 recipients in 100
+  // transactions over many short connections. Each connection starts at
+  // the next host of equal preference, so both get a fair share.
+  MxConfig cfg;
+  cfg.delivery = "max_rcpts_per_txn = 10\nmax_msgs_per_conn = 2\nmax_conns_per_destination = 4\n";
+  ASSERT_TRUE(start_engine(cfg));
+  for (int b = 0; b < 10; ++b) {
+    std::vector<std::string> rcpts;
+    for (int i = 0; i < 100; ++i) {
+      rcpts.push_back("r" + std::to_string(b * 100 + i) + "@spread.test");
+    }
+    ASSERT_EQ(submit(*engine_.engine, rcpts).accepted, 100u);
+  }
+  ASSERT_TRUE(engine_.events.wait_finals(1000, kWait));
+  std::map<std::string, int> by_mx;
+  for (const auto& [rcpt, evs] : engine_.events.all()) {
+    ASSERT_EQ(evs.back().type, EventType::kDelivered) << rcpt << " " << evs.back().response;
+    ++by_mx[evs.back().mx];
+  }
+  EXPECT_EQ(by_mx["mxa.spread.test"] + by_mx["mxb.spread.test"], 1000);
+  EXPECT_GE(by_mx["mxa.spread.test"], 300) << by_mx["mxb.spread.test"];
+  EXPECT_GE(by_mx["mxb.spread.test"], 300) << by_mx["mxa.spread.test"];
+  EXPECT_GT(sinks_.connections(0), 0.0);
+  EXPECT_GT(sinks_.connections(1), 0.0);
+}
+
 TEST_F(MxRouting, ImplicitMxWhenTheDomainHasOnlyAnAddress) {
   ASSERT_TRUE(sinks_.start({"127.0.0.2"})) << sinks_.error();
   ASSERT_TRUE(dns_.start({"--host-record=implicit.test,127.0.0.2"})) << dns_.error();
@@ -980,6 +1012,8 @@ TEST_F(HostileDns, ConcurrentLookupsOfOneMxHostShareOneQuery) {
         return mx == kDomains;
       },
       kWait));
+  // The first MX answer leads to the host's A query; the other 49 wait for it.
+  ASSERT_TRUE(eventually([&] { return fake_.count("mx.share.test", wire::kA) >= 1; }, kWait));
   EXPECT_EQ(fake_.count("mx.share.test", wire::kA), 1u);
   fake_.release();
   ASSERT_TRUE(engine_.events.wait_finals(kDomains, kWait));

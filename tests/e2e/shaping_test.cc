@@ -8,6 +8,7 @@
 
 #include "engine/clock.h"
 #include "tests/e2e/harness.h"
+#include "tests/e2e/hostile_server.h"
 
 namespace ringmail::testing {
 namespace {
@@ -288,6 +289,208 @@ TEST(Shaping, MemoryBudgetRefusesWithTryLaterAndLosesNothing) {
   // And there is room again.
   EXPECT_EQ(e.engine->submit(batch_of("after", {"late@stalled.test"})).status,
             proto::AckStatus::kAccepted);
+}
+
+/// Destination events (backoff, resume) of `e` for `domain`.
+size_t destination_events(EventCollector& events, EventType type, const std::string& domain) {
+  size_t n = 0;
+  for (const auto& ev : events.events("")) {
+    n += ev.type == type && ev.json.find("\"destination\":\"" + domain + "\"") != std::string::npos;
+  }
+  return n;
+}
+
+// A destination that refuses connections, with more queued transactions
+// than one connection's pipelining window: every connection attempt fails,
+// and while one fails another is still being set up. The engine must still
+// treat it as a failure: defer the queue, back off, and stop connecting.
+TEST(Shaping, RefusedConnectionsDeferAndBackOffWhateverTheQueueDepth) {
+  uint16_t port = free_port();  // nothing listens: connect() is refused
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(port) + "[delivery]\nmax_pipelined_txns = 1\nbackoff = \"5m\"\n"
+                                       "[retry]\nschedule = [\"10m\"]\njitter_percent = 0\n",
+                      &clock)
+                  .ok());
+  ASSERT_EQ(e.engine->submit(batch_of("s1", {"a@refused.test"})).accepted, 1u);
+  ASSERT_EQ(e.engine->submit(batch_of("s2", {"b@refused.test"})).accepted, 1u);
+  // Both are deferred promptly, with the connection failure as the reason.
+  ASSERT_TRUE(e.events.wait_deferred(2, milliseconds(10'000)))
+      << "connections opened: " << e.engine->stats().connections_opened;
+  for (const char* r : {"a@refused.test", "b@refused.test"}) {
+    auto ev = e.events.events(r);
+    ASSERT_EQ(ev.size(), 1u) << r;
+    EXPECT_EQ(ev[0].type, EventType::kDeferred);
+    EXPECT_NE(ev[0].json.find("\"class\":\"connection\""), std::string::npos) << ev[0].json;
+  }
+  ASSERT_TRUE(wait_listing(*e.engine, "\"in_flight\":0,\"deferred\":2,"))
+      << e.engine->control("list");
+  EXPECT_GE(destination_events(e.events, EventType::kBackoff, "refused.test"), 1u);
+  // No time passes on the engine's clock: the backoff holds, so no further
+  // connection is attempted however often the shards run.
+  uint64_t opened = e.engine->stats().connections_opened;
+  EXPECT_LE(opened, 4u);
+  for (int i = 0; i < 20; ++i) {
+    e.engine->wake_for_test();
+    barrier(*e.engine);
+  }
+  EXPECT_EQ(e.engine->stats().connections_opened, opened);
+  std::string list = e.engine->control("list refused.test");
+  EXPECT_NE(list.find("\"connections\":0"), std::string::npos) << list;
+  EXPECT_EQ(json_ints(list, "backoff_ms").size(), 1u) << list;
+  EXPECT_GT(json_ints(list, "backoff_ms")[0], 0) << list;
+}
+
+// Recipients past retry.max_age bounce as expired whatever holds them: a
+// backoff after refused connections, an operator's pause, a message rate.
+TEST(Shaping, MaxAgeIsEnforcedWhileHeldPausedOrRateLimited) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  uint16_t closed = free_port();
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(
+      e.start("[routing]\ndefault = \"127.0.0.1:" + std::to_string(sink.port()) +
+                  "\"\n[routing.domains]\n\"held.test\" = \"127.0.0.1:" + std::to_string(closed) +
+                  "\"\n"
+                  "[delivery]\nbackoff = \"5m\"\nmax_rcpts_per_txn = 1\n"
+                  "[retry]\nschedule = [\"1m\"]\nmax_age = \"15s\"\njitter_percent = 0\n"
+                  "[[shaping]]\nmatch = \"slow.test\"\nmsg_rate = \"1/h\"\n",
+              &clock)
+          .ok());
+  // Held: the first attempt is refused, the second recipient arrives
+  // during the backoff.
+  ASSERT_EQ(e.engine->submit(batch_of("h1", {"a@held.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_deferred(1));
+  ASSERT_EQ(e.engine->submit(batch_of("h2", {"b@held.test"})).accepted, 1u);
+  // Paused by an operator.
+  ASSERT_NE(e.engine->control("pause paused.test").find("\"ok\":true"), std::string::npos);
+  ASSERT_EQ(e.engine->submit(batch_of("p1", {"c@paused.test"})).accepted, 1u);
+  // Rate-limited: one message an hour, three queued.
+  ASSERT_EQ(
+      e.engine->submit(batch_of("r1", {"d1@slow.test", "d2@slow.test", "d3@slow.test"})).accepted,
+      3u);
+  ASSERT_TRUE(e.events.wait_finals(1));  // d1 went with the one token
+  barrier(*e.engine);
+  EXPECT_EQ(e.events.finals(), 1u);
+  // 16 s later (the backoff has 284 s to go, the rate limit an hour):
+  // everything left has expired.
+  clock.advance(std::chrono::seconds(16));
+  e.engine->wake_for_test();
+  ASSERT_TRUE(e.events.wait_finals(6, milliseconds(10'000))) << e.engine->control("list");
+  for (const char* r :
+       {"a@held.test", "b@held.test", "c@paused.test", "d2@slow.test", "d3@slow.test"}) {
+    auto ev = e.events.events(r);
+    ASSERT_FALSE(ev.empty()) << r;
+    EXPECT_EQ(ev.back().type, EventType::kBounced) << r;
+    EXPECT_NE(ev.back().json.find("\"class\":\"expired\""), std::string::npos) << ev.back().json;
+  }
+  // The held one says why it never got through.
+  EXPECT_NE(e.events.events("b@held.test").back().response.find("Connection refused"),
+            std::string::npos)
+      << e.events.events("b@held.test").back().json;
+  EXPECT_EQ(e.events.events("d1@slow.test").back().type, EventType::kDelivered);
+  EXPECT_TRUE(eventually([&] { return e.engine->stats().unfinished == 0; }));
+}
+
+/// A receiver that accepts everything except recipients whose local part
+/// starts with "grey" (451 4.7.1, no "greylist" wording: the bare code many
+/// greylisting servers use) or "slow" (a rate-limit reply).
+void picky_receiver(Peer& p) {
+  p.send("220 mx.picky.test ESMTP\r\n");
+  for (;;) {
+    auto cmd = p.command(milliseconds(30'000));
+    if (!cmd) {
+      return;
+    }
+    std::string c = *cmd;
+    for (size_t i = 0; i < 4 && i < c.size(); ++i) {
+      c[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(c[i])));
+    }
+    if (c.starts_with("EHLO")) {
+      p.send("250-mx.picky.test\r\n250 ENHANCEDSTATUSCODES\r\n");
+    } else if (c.starts_with("RCPT")) {
+      if (c.find("<grey") != std::string::npos) {
+        p.send("451 4.7.1 Please try again later\r\n");
+      } else if (c.find("<slow") != std::string::npos) {
+        p.send("450 4.7.1 Rate limit exceeded, slow down\r\n");
+      } else {
+        p.send("250 2.1.5 ok\r\n");
+      }
+    } else if (c.starts_with("DATA")) {
+      p.send("354 go ahead\r\n");
+      if (!p.read_until("\r\n.\r\n")) {
+        return;
+      }
+      p.send("250 2.0.0 queued\r\n");
+    } else if (c.starts_with("QUIT")) {
+      p.send("221 2.0.0 bye\r\n");
+      return;
+    } else {
+      p.send("250 2.0.0 ok\r\n");  // MAIL, RSET, NOOP
+    }
+  }
+}
+
+TEST(Shaping, OneTemporaryRecipientRefusalDefersOnlyThatRecipient) {
+  HostileServer srv(picky_receiver);
+  ASSERT_TRUE(srv.ok());
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(srv.port()) + "[delivery]\nbackoff = \"5m\"\npipelining = false\n"
+                                             "[retry]\nschedule = [\"10m\"]\njitter_percent = 0\n",
+                      &clock)
+                  .ok());
+  ASSERT_EQ(e.engine->submit(batch_of("g1", {"grey1@picky.test", "ok1@picky.test"})).accepted, 2u);
+  ASSERT_TRUE(e.events.wait_finals(1));
+  ASSERT_TRUE(e.events.wait_deferred(1));
+  EXPECT_EQ(e.events.events("ok1@picky.test").back().type, EventType::kDelivered);
+  EXPECT_EQ(e.events.events("grey1@picky.test").back().type, EventType::kDeferred);
+  // The destination is not held: the next batch goes at once, on the same
+  // engine time, and the connection limit is untouched.
+  ASSERT_EQ(e.engine->submit(batch_of("g2", {"ok2@picky.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_finals(2, milliseconds(10'000))) << e.engine->control("list");
+  EXPECT_EQ(e.events.events("ok2@picky.test").back().type, EventType::kDelivered);
+  EXPECT_EQ(destination_events(e.events, EventType::kBackoff, "picky.test"), 0u);
+  std::string list = e.engine->control("list picky.test");
+  EXPECT_EQ(json_ints(list, "max_connections"), std::vector<long>{10}) << list;
+  EXPECT_EQ(json_ints(list, "backoff_ms"), std::vector<long>{0}) << list;
+}
+
+TEST(Shaping, ARunOfThrottlingRepliesBacksTheDestinationOff) {
+  HostileServer srv(picky_receiver);
+  ASSERT_TRUE(srv.ok());
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(route_to(srv.port()) + "[delivery]\nbackoff = \"5m\"\npipelining = false\n"
+                                             "backoff_after = 3\nbackoff_window = \"1m\"\n"
+                                             "[retry]\nschedule = [\"10m\"]\njitter_percent = 0\n",
+                      &clock)
+                  .ok());
+  // Two throttling replies: below the threshold, no backoff.
+  for (int i = 0; i < 2; ++i) {
+    std::string n = std::to_string(i);
+    ASSERT_EQ(e.engine->submit(batch_of("t" + n, {"slow" + n + "@rl.test", "ok" + n + "@rl.test"}))
+                  .accepted,
+              2u);
+    ASSERT_TRUE(e.events.wait_finals(static_cast<size_t>(i + 1)));
+    ASSERT_TRUE(e.events.wait_deferred(static_cast<size_t>(i + 1)));
+  }
+  EXPECT_EQ(destination_events(e.events, EventType::kBackoff, "rl.test"), 0u);
+  // The third within the window: backoff, held.
+  ASSERT_EQ(e.engine->submit(batch_of("t2", {"slow2@rl.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_deferred(3));
+  ASSERT_TRUE(eventually(
+      [&] { return destination_events(e.events, EventType::kBackoff, "rl.test") == 1; }));
+  // What arrives now waits for the backoff: deferred with that reason, not sent.
+  uint64_t txns = e.engine->stats().transactions;
+  ASSERT_EQ(e.engine->submit(batch_of("t3", {"ok3@rl.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_deferred(4));
+  auto ev = e.events.events("ok3@rl.test");
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].type, EventType::kDeferred);
+  EXPECT_NE(ev[0].response.find("Rate limit exceeded"), std::string::npos) << ev[0].json;
+  EXPECT_EQ(e.engine->stats().transactions, txns);
 }
 
 TEST(Shaping, OperatorPauseFlushDrop) {

@@ -149,6 +149,141 @@ TEST(Spool, DiskErrorsRefuseBatchesAndAcceptanceResumes) {
   EXPECT_TRUE(sink.wait_stat("recipients", static_cast<double>(e.engine->stats().delivered)));
 }
 
+/// A batch whose recipients are spread over many domains (so over every
+/// shard).
+Batch spread_batch(const std::string& id, int n) {
+  Batch b = make_batch(id, 0);
+  for (int i = 0; i < n; ++i) {
+    b.recipients.push_back(id + "-" + std::to_string(i) + "@d" + std::to_string(i) + ".test");
+  }
+  return b;
+}
+
+/// The recipients a sink logged (--rcpt-log), sorted, each as often as it
+/// arrived.
+std::vector<std::string> logged_rcpts(const std::string& file) {
+  std::vector<std::string> out;
+  std::string text = read_file(file).value_or("");
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t nl = text.find('\n', pos);
+    if (nl == std::string::npos) {
+      nl = text.size();
+    }
+    if (nl > pos) {
+      out.push_back(text.substr(pos, nl - pos));
+    }
+    pos = nl + 1;
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::vector<std::string> sorted_rcpts(const std::vector<Batch>& batches) {
+  std::vector<std::string> out;
+  for (const Batch& b : batches) {
+    out.insert(out.end(), b.recipients.begin(), b.recipients.end());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// A batch answered "spool unavailable" was never accepted: nothing of it
+// may come back at the next start — neither the part whose fsync failed
+// (its bytes are in the file) nor the part another shard had already made
+// durable. The spool directory is copied the moment the refusal arrives,
+// as a power loss would leave it.
+TEST(Spool, RefusedBatchesLeaveNothingBehind) {
+  TempDir dir;
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  const std::string base = dir.file("spool");
+  const std::string img = dir.file("image");
+  const std::string shards = "[engine]\nshards = 2\n[delivery]\nbackoff = \"0s\"\n";
+  Batch ok = spread_batch("kept", 8);
+  Batch refused = spread_batch("refused", 8);
+  {
+    EmbeddedEngine e;
+    ASSERT_TRUE(e.start(spool_cfg(base, sink.port(), shards)).ok());
+    ASSERT_NE(e.engine->control("pause *").find("\"ok\":true"), std::string::npos);
+    ASSERT_EQ(e.engine->submit(ok).status, proto::AckStatus::kAccepted);
+    // One shard's fsync fails: its part is in the file but not durable;
+    // the other shard's part is durable.
+    Engine::spool_faults_for_test().fsync_fail_once = EIO;
+    proto::Ack ack = e.engine->submit(refused);
+    ASSERT_EQ(ack.status, proto::AckStatus::kSpoolUnavailable) << ack.reason;
+    EXPECT_EQ(ack.accepted, 0u);
+    copy_tree(base, img);
+    e.engine->shutdown(milliseconds(0));
+  }
+  // Restarted on each, exactly the accepted batch is delivered, once.
+  for (const std::string& spool : {img, base}) {
+    const std::string log = spool + "-delivered.txt";
+    SinkProcess after;
+    ASSERT_TRUE(after.start({"--rcpt-log", log})) << after.error();
+    EmbeddedEngine e;
+    ASSERT_TRUE(e.start(spool_cfg(spool, after.port(), shards)).ok()) << spool;
+    ASSERT_TRUE(e.engine->drain(milliseconds(20'000))) << spool;
+    ASSERT_TRUE(after.wait_stat("recipients", static_cast<double>(ok.recipients.size())));
+    e.engine->shutdown(milliseconds(0));
+    EXPECT_EQ(logged_rcpts(log), sorted_rcpts({ok})) << spool;
+  }
+}
+
+TEST(Spool, SecondEngineOnTheSameSpoolRefusesToStart) {
+  TempDir dir;
+  uint16_t port = free_port();  // nothing listens: mail stays queued
+  const std::string cfg = spool_cfg(dir.file("spool"), port,
+                                    "[delivery]\nbackoff = \"1h\"\n"
+                                    "[retry]\nschedule = [\"1h\"]\n");
+  auto first = std::make_unique<EmbeddedEngine>();
+  ASSERT_TRUE(first->start(cfg).ok());
+  ASSERT_EQ(first->engine->submit(make_batch("mine", 20)).accepted, 20u);
+  EmbeddedEngine second;
+  Result<void> r = second.start(cfg);
+  ASSERT_FALSE(r.ok()) << "a second engine started on a spool in use";
+  EXPECT_NE(r.error().message.find("in use by another ringmail engine"), std::string::npos)
+      << r.error().message;
+  EXPECT_NE(r.error().message.find("pid " + std::to_string(::getpid())), std::string::npos)
+      << r.error().message;
+  // The first engine's mail is untouched: all 20 come back at its next start.
+  first->engine->shutdown(milliseconds(0));
+  first.reset();
+  EmbeddedEngine third;
+  ASSERT_TRUE(third.start(cfg).ok());
+  EXPECT_EQ(third.engine->stats().unfinished, 20u);
+  third.engine->shutdown(milliseconds(0));
+}
+
+TEST(Spool, UnsafeSpoolDirectoriesAreRefused) {
+  TempDir dir;
+  uint16_t port = free_port();
+  const std::string spool = dir.file("spool");
+  ASSERT_EQ(::mkdir(spool.c_str(), 0700), 0);
+  ASSERT_EQ(::chmod(spool.c_str(), 0777), 0);
+  {
+    EmbeddedEngine e;
+    Result<void> r = e.start(spool_cfg(spool, port));
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("writable by other users"), std::string::npos)
+        << r.error().message;
+  }
+  ASSERT_EQ(::chmod(spool.c_str(), 0700), 0);
+  // A shard directory that is a symbolic link (to somewhere else entirely).
+  const std::string elsewhere = dir.file("elsewhere");
+  ASSERT_EQ(::mkdir(elsewhere.c_str(), 0700), 0);
+  ASSERT_EQ(::symlink(elsewhere.c_str(), (spool + "/shard-0").c_str()), 0);
+  {
+    EmbeddedEngine e;
+    Result<void> r = e.start(spool_cfg(spool, port));
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("symbolic link"), std::string::npos) << r.error().message;
+  }
+  ASSERT_EQ(::unlink((spool + "/shard-0").c_str()), 0);
+  EmbeddedEngine e;
+  EXPECT_TRUE(e.start(spool_cfg(spool, port)).ok());
+}
+
 TEST(Spool, SimulatedPowerLossKeepsAcknowledgedDataAndReportsCorruption) {
   TempDir dir;
   uint16_t port = free_port();
@@ -279,6 +414,81 @@ TEST(Spool, DiskFullStopsAcceptanceAndItResumes) {
   ASSERT_TRUE(e.engine->drain(milliseconds(30'000)));
   EXPECT_EQ(e.engine->stats().delivered, static_cast<uint64_t>(accepted * 4 + 1));
   EXPECT_TRUE(sink.wait_stat("recipients", accepted * 4 + 1));
+}
+
+// ENOSPC for real (a small tmpfs): refused batches leave nothing in the
+// spool, a disk that stays full does not collect a segment file per probe,
+// and a restart after space comes back delivers exactly what was accepted.
+TEST(Spool, DiskFullLeavesNoRefusedMailAndNoPileOfSegments) {
+  if (::geteuid() != 0) {
+    GTEST_SKIP() << "needs root to mount a small tmpfs";
+  }
+  TempDir dir;
+  std::string mnt = dir.file("tmpfs");
+  ASSERT_EQ(::mkdir(mnt.c_str(), 0700), 0);
+  ASSERT_EQ(::mount("tmpfs", mnt.c_str(), "tmpfs", 0, "size=2m"), 0) << std::strerror(errno);
+  struct Unmount {
+    std::string p;
+    ~Unmount() { ::umount2(p.c_str(), MNT_DETACH); }
+  } unmount{mnt};
+  {
+    std::ofstream filler(mnt + "/filler", std::ios::binary);
+    filler << std::string(1u << 20, 'x');
+  }
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  const std::string cfg = spool_cfg(mnt + "/spool", sink.port(), "segment_size = \"256KiB\"\n") +
+                          "[engine]\nshards = 2\n[delivery]\nbackoff = \"0s\"\n";
+  std::vector<Batch> accepted, refused;
+  {
+    EmbeddedEngine e;
+    ASSERT_TRUE(e.start(cfg).ok());
+    ASSERT_NE(e.engine->control("pause *").find("\"ok\":true"), std::string::npos);
+    for (int b = 0; b < 400 && refused.size() < 5; ++b) {
+      Batch big = spread_batch("f" + std::to_string(b), 6);
+      big.message = message_of(16 * 1024, big.batch_id);
+      proto::Ack ack = e.engine->submit(big);
+      if (ack.status == proto::AckStatus::kAccepted) {
+        accepted.push_back(big);
+      } else {
+        ASSERT_EQ(ack.status, proto::AckStatus::kSpoolUnavailable) << ack.reason;
+        refused.push_back(big);
+      }
+    }
+    ASSERT_FALSE(accepted.empty());
+    ASSERT_EQ(refused.size(), 5u);
+    // Take the rest of the space (the refused groups' bytes were given
+    // back): the disk stays full while probes fail, one a second per shard.
+    {
+      int fd = ::open((mnt + "/filler2").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      ASSERT_GE(fd, 0);
+      std::string block(4096, 'y');
+      while (::write(fd, block.data(), block.size()) > 0) {
+      }
+      ::close(fd);
+    }
+    size_t segs = segment_files(mnt + "/spool").size();
+    uint64_t errors = e.engine->stats().spool_errors;
+    ASSERT_TRUE(eventually([&] { return e.engine->stats().spool_errors >= errors + 4; },
+                           milliseconds(15'000)));
+    EXPECT_LE(segment_files(mnt + "/spool").size(), segs);
+    e.engine->shutdown(milliseconds(0));
+  }
+  ASSERT_EQ(::unlink((mnt + "/filler").c_str()), 0);
+  ASSERT_EQ(::unlink((mnt + "/filler2").c_str()), 0);
+  // Restarted: every accepted recipient is delivered once, no refused one.
+  const std::string log = dir.file("delivered.txt");
+  SinkProcess after;
+  ASSERT_TRUE(after.start({"--rcpt-log", log})) << after.error();
+  EmbeddedEngine e;
+  ASSERT_TRUE(e.start(spool_cfg(mnt + "/spool", after.port(), "segment_size = \"256KiB\"\n") +
+                      "[engine]\nshards = 2\n[delivery]\nbackoff = \"0s\"\n")
+                  .ok());
+  const std::vector<std::string> want = sorted_rcpts(accepted);
+  ASSERT_TRUE(e.engine->drain(milliseconds(30'000)));
+  ASSERT_TRUE(after.wait_stat("recipients", static_cast<double>(want.size())));
+  e.engine->shutdown(milliseconds(0));
+  EXPECT_EQ(logged_rcpts(log), want);
 }
 
 TEST(Spool, SegmentsRetireAndLongLivedJobsAreCompacted) {

@@ -34,6 +34,16 @@ TEST(Bounce, ThrottlingRepliesAreRateLimited) {
   EXPECT_FALSE(is_throttling_reply(550, "5.1.1", "user unknown"));
 }
 
+TEST(Bounce, GreylistingIsRecognisedAndOnlyAsATemporaryReply) {
+  EXPECT_TRUE(
+      is_greylisting_reply(451, "4.7.1 <a@b.test>: Recipient address rejected: Greylisted"));
+  EXPECT_TRUE(is_greylisting_reply(450, "Graylisted, please try again later"));
+  EXPECT_TRUE(is_greylisting_reply(451, "4.7.1 grey-listed for 300 seconds"));
+  EXPECT_FALSE(is_greylisting_reply(451, "4.7.1 rate limit exceeded"));
+  EXPECT_FALSE(is_greylisting_reply(550, "5.7.1 greylisted forever?"));
+  EXPECT_FALSE(is_greylisting_reply(250, "greylist ok"));
+}
+
 TEST(Bounce, LocalConnectionFailuresAreConnectionWhateverTheStep) {
   // What the client session reports itself when the server misbehaves
   // after the session was ready (stage SMTP): timeouts, a lost connection,
