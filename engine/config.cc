@@ -1,11 +1,12 @@
 #include "engine/config.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <toml++/toml.h>
 #include <charconv>
-#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -13,6 +14,10 @@
 
 namespace ringmail::engine {
 namespace {
+
+/// A configuration file is a few kilobytes; this only stops a wrong path
+/// (a device, a log file) from being read into memory whole.
+constexpr size_t kMaxConfigBytes = 16u << 20;
 
 constexpr std::string_view kDefaultConfig = R"(# ringmail built-in default configuration.
 # Every key is documented in docs/configuration.md.
@@ -1241,13 +1246,45 @@ Result<Config> parse_config(std::string_view text, std::string_view origin) {
 }
 
 Result<Config> load_config_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  // open(2) succeeds on a directory and only read(2) fails: check the kind
+  // first, and treat every read error as fatal rather than as an empty file
+  // (which would mean "the built-in default").
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     return make_error(Errc::kConfig, path + ": cannot open: " + std::strerror(errno));
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path);
+  auto fail = [&](const std::string& why) {
+    ::close(fd);
+    return make_error(Errc::kConfig, path + ": " + why);
+  };
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return fail(std::string("cannot read: ") + std::strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return fail("is a directory, not a configuration file");
+  }
+  std::string text;
+  char buf[16 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return fail(std::string("cannot read: ") + std::strerror(errno));
+    }
+    if (n == 0) {
+      break;
+    }
+    if (text.size() + static_cast<size_t>(n) > kMaxConfigBytes) {
+      return fail("larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                  " MiB; not a configuration file");
+    }
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return parse_config(text, path);
 }
 
 Result<Millis> parse_duration(std::string_view text) {

@@ -323,6 +323,9 @@ std::string_view default_config_toml();
 /// Parses TOML text over the built-in defaults. `origin` names the source in
 /// error messages (a file name, or "<default>").
 Result<Config> parse_config(std::string_view toml, std::string_view origin);
+/// Reads and parses the file at `path`. A path that cannot be opened or
+/// read, a directory, or a file over 16 MiB is an error naming the path
+/// (never an empty file that would mean the built-in default).
 Result<Config> load_config_file(const std::string& path);
 
 /// Parses "30s", "250ms", "5m", "2h", "5d".

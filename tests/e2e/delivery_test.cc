@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <regex>
@@ -469,6 +470,26 @@ TEST_F(DaemonTest, InvalidConfigurationNamesTheKey) {
       d.start({env_or("RINGMAILD", ""), "--config", dir_.file("bad.toml")}, dir_.path(), "bad"));
   EXPECT_NE(d.wait(), 0);
   EXPECT_NE(d.err().find("delivery.max_rcpts_per_txn"), std::string::npos) << d.err();
+}
+
+TEST_F(DaemonTest, ConfigurationPathThatIsADirectoryIsRefused) {
+  const std::string conf = dir_.file("conf.d");
+  ASSERT_EQ(::mkdir(conf.c_str(), 0755), 0);
+  // Run in the test's directory: a daemon that wrongly starts on its
+  // built-in default puts its socket, spool and event file there.
+  Child check;
+  ASSERT_TRUE(check.start({env_or("RINGMAILD", ""), "--check-config", "--config", conf},
+                          dir_.path(), "check", dir_.path()));
+  EXPECT_EQ(check.wait(milliseconds(10'000)), 1) << check.out();
+  EXPECT_EQ(check.out().find("configuration ok"), std::string::npos) << check.out();
+  EXPECT_NE(check.err().find(conf), std::string::npos) << check.err();
+  EXPECT_NE(check.err().find("directory"), std::string::npos) << check.err();
+
+  Child run;
+  ASSERT_TRUE(
+      run.start({env_or("RINGMAILD", ""), "--config", conf}, dir_.path(), "run", dir_.path()));
+  EXPECT_EQ(run.wait(milliseconds(10'000)), 1) << run.err();
+  EXPECT_NE(run.err().find(conf), std::string::npos) << run.err();
 }
 
 }  // namespace

@@ -1,6 +1,10 @@
 #include "engine/config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
 
 namespace ringmail::engine {
 namespace {
@@ -165,6 +169,36 @@ TEST(Config, Durations) {
   EXPECT_FALSE(parse_duration("5").ok());
   EXPECT_FALSE(parse_duration("m5").ok());
   EXPECT_FALSE(parse_duration("99999999999999d").ok());
+}
+
+TEST(Config, LoadingADirectoryOrAnUnreadableFileIsAnError) {
+  std::string tmpl = "/tmp/ringmail-config-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::string dir = tmpl;
+  auto c = load_config_file(dir);
+  ASSERT_FALSE(c.ok()) << "a directory loaded as a configuration";
+  EXPECT_EQ(c.error().code, Errc::kConfig);
+  EXPECT_NE(c.error().message.find(dir), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("directory"), std::string::npos) << c.error().message;
+
+  const std::string missing = dir + "/missing.toml";
+  c = load_config_file(missing);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find(missing), std::string::npos) << c.error().message;
+
+  const std::string file = dir + "/ok.toml";
+  { std::ofstream(file) << "[delivery]\nmax_rcpts_per_txn = 7\n"; }
+  c = load_config_file(file);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->delivery.max_rcpts_per_txn, 7u);
+  if (::geteuid() != 0) {  // root reads any file
+    ASSERT_EQ(::chmod(file.c_str(), 0), 0);
+    c = load_config_file(file);
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.error().message.find(file), std::string::npos) << c.error().message;
+  }
+  ::unlink(file.c_str());
+  ::rmdir(dir.c_str());
 }
 
 TEST(Config, Endpoints) {
