@@ -7,6 +7,7 @@
 
 #include <toml++/toml.h>
 #include <charconv>
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -18,6 +19,12 @@ namespace {
 /// A configuration file is a few kilobytes; this only stops a wrong path
 /// (a device, a log file) from being read into memory whole.
 constexpr size_t kMaxConfigBytes = 16u << 20;
+
+/// Rates outside these bounds are typing mistakes: far below one a day the
+/// token bucket's wait for its next token overflows the clock, and a
+/// destination that takes a million messages a second needs no limit.
+constexpr double kMinRatePerSecond = 1.0 / 86400;
+constexpr double kMaxRatePerSecond = 1'000'000;
 
 constexpr std::string_view kDefaultConfig = R"(# ringmail built-in default configuration.
 # Every key is documented in docs/configuration.md.
@@ -1112,11 +1119,18 @@ Result<Rate> parse_rate(std::string_view text) {
   if (text.empty()) {
     return Rate{};
   }
+  auto not_a_rate = [&] {
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\" is not a rate (use e.g. \"100/s\", \"6000/m\", "
+                                         "\"20000/h\", or \"\" for unlimited)");
+  };
   size_t slash = text.find('/');
-  double n = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + (slash == text.npos ? 0 : slash), n);
+  if (slash == std::string_view::npos) {
+    return not_a_rate();
+  }
+  std::string_view count = text.substr(0, slash);
+  std::string_view unit = text.substr(slash + 1);
   double per = 0;
-  std::string_view unit = slash == text.npos ? std::string_view() : text.substr(slash + 1);
   if (unit == "s") {
     per = 1;
   } else if (unit == "m") {
@@ -1126,12 +1140,24 @@ Result<Rate> parse_rate(std::string_view text) {
   } else if (unit == "d") {
     per = 86400;
   }
-  if (ec != std::errc() || p != text.data() + slash || per == 0 || n <= 0) {
-    return make_error(Errc::kConfig, "\"" + std::string(text) +
-                                         "\" is not a rate (use e.g. \"100/s\", \"6000/m\", "
-                                         "\"20000/h\", or \"\" for unlimited)");
+  // from_chars also reads "nan", "inf" and "infinity": only a plain decimal
+  // number (digits, one optional '.', an optional exponent) is a count.
+  bool digits_only =
+      !count.empty() && count.find_first_not_of("0123456789.eE+-") == std::string_view::npos;
+  double n = 0;
+  auto [p, ec] = std::from_chars(count.data(), count.data() + count.size(), n);
+  if (!digits_only || ec != std::errc() || p != count.data() + count.size() || per == 0 ||
+      !std::isfinite(n) || n <= 0) {
+    return not_a_rate();
   }
-  return Rate{n / per};
+  double per_second = n / per;
+  if (!(per_second >= kMinRatePerSecond && per_second <= kMaxRatePerSecond)) {
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\" is out of range: a rate must be between 1/d and " +
+                                         std::to_string(static_cast<uint64_t>(kMaxRatePerSecond)) +
+                                         "/s");
+  }
+  return Rate{per_second};
 }
 
 Shaping Config::shaping_for(std::string_view domain) const {

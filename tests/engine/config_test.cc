@@ -171,6 +171,30 @@ TEST(Config, Durations) {
   EXPECT_FALSE(parse_duration("99999999999999d").ok());
 }
 
+TEST(Config, RatesMustBeFiniteAndWithinBounds) {
+  for (const char* bad : {"nan/s", "NaN/m", "inf/s", "-inf/s", "infinity/h", "1e400/s", "1e-300/s",
+                          "2000000/s", "0.5/d", "-5/s", "5/y", "/s"}) {
+    auto r = parse_rate(bad);
+    ASSERT_FALSE(r.ok()) << bad << " parsed as " << r->per_second << "/s";
+    EXPECT_NE(r.error().message.find(bad), std::string::npos) << r.error().message;
+  }
+  EXPECT_DOUBLE_EQ(parse_rate("1000000/s")->per_second, 1e6);
+  EXPECT_DOUBLE_EQ(parse_rate("1/d")->per_second, 1.0 / 86400);
+  EXPECT_DOUBLE_EQ(parse_rate("0.5/s")->per_second, 0.5);
+  // Every place a rate is read names its key.
+  const BadCase cases[] = {
+      {"[delivery]\nmsg_rate = \"nan/s\"\n", "delivery.msg_rate"},
+      {"[delivery]\nconnect_rate = \"inf/s\"\n", "delivery.connect_rate"},
+      {"[[shaping]]\nmatch = \"*\"\nmsg_rate = \"inf/s\"\n", "shaping[0].msg_rate"},
+      {"[[shaping]]\nmatch = \"*\"\nconnect_rate = \"nan/m\"\n", "shaping[0].connect_rate"},
+  };
+  for (const auto& bc : cases) {
+    auto c = parse_config(bc.toml, "t.toml");
+    ASSERT_FALSE(c.ok()) << bc.toml;
+    EXPECT_NE(c.error().message.find(bc.expect), std::string::npos) << c.error().message;
+  }
+}
+
 TEST(Config, LoadingADirectoryOrAnUnreadableFileIsAnError) {
   std::string tmpl = "/tmp/ringmail-config-test-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
