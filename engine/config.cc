@@ -1314,13 +1314,29 @@ Result<Config> load_config_file(const std::string& path) {
 }
 
 Result<Millis> parse_duration(std::string_view text) {
-  uint64_t v = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || p == text.data()) {
-    return make_error(Errc::kConfig, "\"" + std::string(text) +
-                                         "\" is not a duration (use e.g. 250ms, 30s, 5m, 2h, 5d)");
+  const std::string quoted = "\"" + std::string(text) + "\"";
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  size_t pos = 0;
+  while (pos < text.size() && is_digit(text[pos])) {
+    ++pos;
   }
-  std::string_view unit(p, static_cast<size_t>(text.data() + text.size() - p));
+  std::string_view whole_digits = text.substr(0, pos);
+  std::string_view frac_digits;
+  if (pos < text.size() && text[pos] == '.') {
+    size_t start = ++pos;
+    while (pos < text.size() && is_digit(text[pos])) {
+      ++pos;
+    }
+    frac_digits = text.substr(start, pos - start);
+    if (frac_digits.empty()) {
+      whole_digits = {};  // "1.s": a fraction needs digits on both sides
+    }
+  }
+  if (whole_digits.empty()) {
+    return make_error(Errc::kConfig,
+                      quoted + " is not a duration (use e.g. 250ms, 1.5s, 30s, 5m, 2h, 5d)");
+  }
+  std::string_view unit = text.substr(pos);
   uint64_t mult = 0;
   if (unit == "ms") {
     mult = 1;
@@ -1333,13 +1349,46 @@ Result<Millis> parse_duration(std::string_view text) {
   } else if (unit == "d") {
     mult = 86'400'000;
   } else {
-    return make_error(Errc::kConfig,
-                      "\"" + std::string(text) + "\" has no valid unit (use ms, s, m, h or d)");
+    return make_error(Errc::kConfig, quoted + " has no valid unit (use ms, s, m, h or d)");
   }
-  if (v > (uint64_t{1} << 40) / mult) {
-    return make_error(Errc::kConfig, "\"" + std::string(text) + "\" is too long");
+  constexpr uint64_t kMaxMillis = uint64_t{1} << 40;  // about 34 years
+  uint64_t whole = 0;
+  auto [p, ec] =
+      std::from_chars(whole_digits.data(), whole_digits.data() + whole_digits.size(), whole);
+  if (ec != std::errc() || whole > kMaxMillis / mult) {
+    return make_error(Errc::kConfig, quoted + " is too long");
   }
-  return Millis(static_cast<int64_t>(v * mult));
+  uint64_t ms = whole * mult;
+  while (!frac_digits.empty() && frac_digits.back() == '0') {
+    frac_digits.remove_suffix(1);
+  }
+  if (!frac_digits.empty()) {
+    // mult * fraction must be a whole number of milliseconds. The largest
+    // unit, a day, is 2^10 * 3^3 * 5^5 ms, so no fraction with more than
+    // ten significant digits can be; eleven keep the product below 2^64.
+    auto finer = [&] {
+      return make_error(Errc::kConfig, quoted +
+                                           " is not a whole number of milliseconds (the "
+                                           "finest step is 1ms)");
+    };
+    if (frac_digits.size() > 11) {
+      return finer();
+    }
+    uint64_t frac = 0;
+    uint64_t scale = 1;
+    for (char c : frac_digits) {
+      frac = frac * 10 + static_cast<uint64_t>(c - '0');
+      scale *= 10;
+    }
+    if (frac * mult % scale != 0) {
+      return finer();
+    }
+    ms += frac * mult / scale;
+    if (ms > kMaxMillis) {
+      return make_error(Errc::kConfig, quoted + " is too long");
+    }
+  }
+  return Millis(static_cast<int64_t>(ms));
 }
 
 Result<Endpoint> parse_endpoint(std::string_view text, uint16_t default_port) {

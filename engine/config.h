@@ -328,7 +328,8 @@ Result<Config> parse_config(std::string_view toml, std::string_view origin);
 /// (never an empty file that would mean the built-in default).
 Result<Config> load_config_file(const std::string& path);
 
-/// Parses "30s", "250ms", "5m", "2h", "5d".
+/// Parses "30s", "250ms", "5m", "2h", "5d", and fractions of a unit ("1.5s",
+/// "0.5m") that come to a whole number of milliseconds.
 Result<Millis> parse_duration(std::string_view text);
 /// Parses one route element (see Endpoint): "mx", "1.2.3.4:25",
 /// "[::1]:2525", "[smtp.example.com]:587", "relay.example.com".

@@ -195,6 +195,35 @@ TEST(Config, RatesMustBeFiniteAndWithinBounds) {
   }
 }
 
+TEST(Config, FractionalDurations) {
+  auto ms = [](std::string_view text) -> int64_t {
+    auto d = parse_duration(text);
+    EXPECT_TRUE(d.ok()) << text << ": " << d.error().message;
+    return d.ok() ? d->count() : -1;
+  };
+  EXPECT_EQ(ms("1.5s"), 1'500);
+  EXPECT_EQ(ms("0.5m"), 30'000);
+  EXPECT_EQ(ms("2.25h"), 8'100'000);
+  EXPECT_EQ(ms("1.5d"), 129'600'000);
+  EXPECT_EQ(ms("0.001s"), 1);
+  EXPECT_EQ(ms("0.0s"), 0);
+  EXPECT_EQ(ms("250ms"), 250);
+  EXPECT_EQ(ms("250.0ms"), 250);
+  // Finer than a millisecond is refused, with a message that says so.
+  for (const char* text : {"1.5ms", "0.0001s", "1.0000001s"}) {
+    auto d = parse_duration(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_NE(d.error().message.find("millisecond"), std::string::npos) << d.error().message;
+  }
+  for (const char* text : {"1.s", ".5s", "1.5", "1..5s", "1.5.5s", "1,5s", "-1.5s", "1.5 s",
+                           "99999999999.5d", "1.00000000000000000001s"}) {
+    EXPECT_FALSE(parse_duration(text).ok()) << text;
+  }
+  auto c = parse_config("[delivery.timeouts]\nconnect = \"1.5s\"\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->delivery.timeouts.connect, Millis(1'500));
+}
+
 TEST(Config, LoadingADirectoryOrAnUnreadableFileIsAnError) {
   std::string tmpl = "/tmp/ringmail-config-test-XXXXXX";
   ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
