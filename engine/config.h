@@ -207,7 +207,7 @@ struct DkimKey {
 
 struct SuppressionConfig {
   bool enabled = true;
-  Millis invalid_ttl{30LL * 86'400'000};  // how long a 5.1.x bounce suppresses an address
+  Millis invalid_ttl{30LL * 86'400'000};  // how long an invalid-recipient bounce suppresses
   Millis unsubscribe_ttl{0};              // 0 = until removed by an operator
   std::string file;             // where the list persists across restarts; empty = memory only
   Millis flush_interval{1000};  // how often new entries are written to `file`
