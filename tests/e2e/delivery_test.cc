@@ -11,6 +11,7 @@
 #include <set>
 
 #include "engine/clock.h"
+#include "engine/log.h"
 #include "tests/e2e/harness.h"
 #include "tools/batch_client.h"
 
@@ -230,6 +231,31 @@ TEST(Delivery, DefersAndRejectsAffectOnlyTheirRecipients) {
   // Nothing else was touched: the delivered ones have exactly one event.
   EXPECT_EQ(e.events.events("ok1@a.test").size(), 1u);
   EXPECT_TRUE(sink.wait_stat("recipients", 3));  // ok1, ok2, ok5
+}
+
+TEST(Embedding, EngineAppliesTheConfiguredLogLevel) {
+  const engine::LogLevel before = engine::log_level();
+  const std::pair<const char*, engine::LogLevel> levels[] = {
+      {"error", engine::LogLevel::kError},
+      {"debug", engine::LogLevel::kDebug},
+      {"warning", engine::LogLevel::kWarning},
+      {"info", engine::LogLevel::kInfo},
+  };
+  for (const auto& [name, level] : levels) {
+    // The level the process had is not the one configured.
+    engine::set_log_level(level == engine::LogLevel::kInfo ? engine::LogLevel::kError
+                                                           : engine::LogLevel::kInfo);
+    auto cfg = engine::parse_config(std::string("log_level = \"") + name +
+                                        "\"\n[ingest]\nsocket = \"\"\n[events]\nfile = \"\"\n"
+                                        "[spool]\nmode = \"off\"\n",
+                                    "test.toml");
+    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+    auto e = Engine::start(std::move(*cfg));
+    ASSERT_TRUE(e.ok()) << e.error().message;
+    EXPECT_EQ(engine::log_level(), level) << "log_level = " << name;
+    (*e)->shutdown(milliseconds(0));
+  }
+  engine::set_log_level(before);
 }
 
 class DaemonTest : public ::testing::Test {
