@@ -1,15 +1,17 @@
 #include "engine/config.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <toml++/toml.h>
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
-#include <fstream>
+#include <cmath>
 #include <set>
 #include <sstream>
 
@@ -17,6 +19,16 @@
 
 namespace ringmail::engine {
 namespace {
+
+/// A configuration file is a few kilobytes; this only stops a wrong path
+/// (a device, a log file) from being read into memory whole.
+constexpr size_t kMaxConfigBytes = 16u << 20;
+
+/// Rates outside these bounds are typing mistakes: far below one a day the
+/// token bucket's wait for its next token overflows the clock, and a
+/// destination that takes a million messages a second needs no limit.
+constexpr double kMinRatePerSecond = 1.0 / 86400;
+constexpr double kMaxRatePerSecond = 1'000'000;
 
 constexpr std::string_view kDefaultConfig = R"(# ringmail built-in default configuration.
 # Every key is documented in docs/configuration.md.
@@ -1226,11 +1238,18 @@ Result<Rate> parse_rate(std::string_view text) {
   if (text.empty()) {
     return Rate{};
   }
+  auto not_a_rate = [&] {
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\" is not a rate (use e.g. \"100/s\", \"6000/m\", "
+                                         "\"20000/h\", or \"\" for unlimited)");
+  };
   size_t slash = text.find('/');
-  double n = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + (slash == text.npos ? 0 : slash), n);
+  if (slash == std::string_view::npos) {
+    return not_a_rate();
+  }
+  std::string_view count = text.substr(0, slash);
+  std::string_view unit = text.substr(slash + 1);
   double per = 0;
-  std::string_view unit = slash == text.npos ? std::string_view() : text.substr(slash + 1);
   if (unit == "s") {
     per = 1;
   } else if (unit == "m") {
@@ -1240,12 +1259,24 @@ Result<Rate> parse_rate(std::string_view text) {
   } else if (unit == "d") {
     per = 86400;
   }
-  if (ec != std::errc() || p != text.data() + slash || per == 0 || n <= 0) {
-    return make_error(Errc::kConfig, "\"" + std::string(text) +
-                                         "\" is not a rate (use e.g. \"100/s\", \"6000/m\", "
-                                         "\"20000/h\", or \"\" for unlimited)");
+  // from_chars also reads "nan", "inf" and "infinity": only a plain decimal
+  // number (digits, one optional '.', an optional exponent) is a count.
+  bool digits_only =
+      !count.empty() && count.find_first_not_of("0123456789.eE+-") == std::string_view::npos;
+  double n = 0;
+  auto [p, ec] = std::from_chars(count.data(), count.data() + count.size(), n);
+  if (!digits_only || ec != std::errc() || p != count.data() + count.size() || per == 0 ||
+      !std::isfinite(n) || n <= 0) {
+    return not_a_rate();
   }
-  return Rate{n / per};
+  double per_second = n / per;
+  if (!(per_second >= kMinRatePerSecond && per_second <= kMaxRatePerSecond)) {
+    return make_error(Errc::kConfig, "\"" + std::string(text) +
+                                         "\" is out of range: a rate must be between 1/d and " +
+                                         std::to_string(static_cast<uint64_t>(kMaxRatePerSecond)) +
+                                         "/s");
+  }
+  return Rate{per_second};
 }
 
 bool PeerPolicy::allows(uint32_t uid, std::span<const uint32_t> peer_gids,
@@ -1383,23 +1414,71 @@ Result<Config> parse_config(std::string_view text, std::string_view origin) {
 }
 
 Result<Config> load_config_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  // open(2) succeeds on a directory and only read(2) fails: check the kind
+  // first, and treat every read error as fatal rather than as an empty file
+  // (which would mean "the built-in default").
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     return make_error(Errc::kConfig, path + ": cannot open: " + std::strerror(errno));
   }
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path);
+  auto fail = [&](const std::string& why) {
+    ::close(fd);
+    return make_error(Errc::kConfig, path + ": " + why);
+  };
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) {
+    return fail(std::string("cannot read: ") + std::strerror(errno));
+  }
+  if (S_ISDIR(st.st_mode)) {
+    return fail("is a directory, not a configuration file");
+  }
+  std::string text;
+  char buf[16 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      return fail(std::string("cannot read: ") + std::strerror(errno));
+    }
+    if (n == 0) {
+      break;
+    }
+    if (text.size() + static_cast<size_t>(n) > kMaxConfigBytes) {
+      return fail("larger than " + std::to_string(kMaxConfigBytes >> 20) +
+                  " MiB; not a configuration file");
+    }
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return parse_config(text, path);
 }
 
 Result<Millis> parse_duration(std::string_view text) {
-  uint64_t v = 0;
-  auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
-  if (ec != std::errc() || p == text.data()) {
-    return make_error(Errc::kConfig, "\"" + std::string(text) +
-                                         "\" is not a duration (use e.g. 250ms, 30s, 5m, 2h, 5d)");
+  const std::string quoted = "\"" + std::string(text) + "\"";
+  auto is_digit = [](char c) { return c >= '0' && c <= '9'; };
+  size_t pos = 0;
+  while (pos < text.size() && is_digit(text[pos])) {
+    ++pos;
   }
-  std::string_view unit(p, static_cast<size_t>(text.data() + text.size() - p));
+  std::string_view whole_digits = text.substr(0, pos);
+  std::string_view frac_digits;
+  if (pos < text.size() && text[pos] == '.') {
+    size_t start = ++pos;
+    while (pos < text.size() && is_digit(text[pos])) {
+      ++pos;
+    }
+    frac_digits = text.substr(start, pos - start);
+    if (frac_digits.empty()) {
+      whole_digits = {};  // "1.s": a fraction needs digits on both sides
+    }
+  }
+  if (whole_digits.empty()) {
+    return make_error(Errc::kConfig,
+                      quoted + " is not a duration (use e.g. 250ms, 1.5s, 30s, 5m, 2h, 5d)");
+  }
+  std::string_view unit = text.substr(pos);
   uint64_t mult = 0;
   if (unit == "ms") {
     mult = 1;
@@ -1412,13 +1491,46 @@ Result<Millis> parse_duration(std::string_view text) {
   } else if (unit == "d") {
     mult = 86'400'000;
   } else {
-    return make_error(Errc::kConfig,
-                      "\"" + std::string(text) + "\" has no valid unit (use ms, s, m, h or d)");
+    return make_error(Errc::kConfig, quoted + " has no valid unit (use ms, s, m, h or d)");
   }
-  if (v > (uint64_t{1} << 40) / mult) {
-    return make_error(Errc::kConfig, "\"" + std::string(text) + "\" is too long");
+  constexpr uint64_t kMaxMillis = uint64_t{1} << 40;  // about 34 years
+  uint64_t whole = 0;
+  auto [p, ec] =
+      std::from_chars(whole_digits.data(), whole_digits.data() + whole_digits.size(), whole);
+  if (ec != std::errc() || whole > kMaxMillis / mult) {
+    return make_error(Errc::kConfig, quoted + " is too long");
   }
-  return Millis(static_cast<int64_t>(v * mult));
+  uint64_t ms = whole * mult;
+  while (!frac_digits.empty() && frac_digits.back() == '0') {
+    frac_digits.remove_suffix(1);
+  }
+  if (!frac_digits.empty()) {
+    // mult * fraction must be a whole number of milliseconds. The largest
+    // unit, a day, is 2^10 * 3^3 * 5^5 ms, so no fraction with more than
+    // ten significant digits can be; eleven keep the product below 2^64.
+    auto finer = [&] {
+      return make_error(Errc::kConfig, quoted +
+                                           " is not a whole number of milliseconds (the "
+                                           "finest step is 1ms)");
+    };
+    if (frac_digits.size() > 11) {
+      return finer();
+    }
+    uint64_t frac = 0;
+    uint64_t scale = 1;
+    for (char c : frac_digits) {
+      frac = frac * 10 + static_cast<uint64_t>(c - '0');
+      scale *= 10;
+    }
+    if (frac * mult % scale != 0) {
+      return finer();
+    }
+    ms += frac * mult / scale;
+    if (ms > kMaxMillis) {
+      return make_error(Errc::kConfig, quoted + " is too long");
+    }
+  }
+  return Millis(static_cast<int64_t>(ms));
 }
 
 Result<Endpoint> parse_endpoint(std::string_view text, uint16_t default_port) {

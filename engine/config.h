@@ -248,7 +248,7 @@ struct DkimKey {
 
 struct SuppressionConfig {
   bool enabled = true;
-  Millis invalid_ttl{30LL * 86'400'000};  // how long a 5.1.x bounce suppresses an address
+  Millis invalid_ttl{30LL * 86'400'000};  // how long an invalid-recipient bounce suppresses
   Millis unsubscribe_ttl{0};              // 0 = until removed by an operator
   std::string file;             // where the list persists across restarts; empty = memory only
   Millis flush_interval{1000};  // how often new entries are written to `file`
@@ -367,9 +367,13 @@ std::string_view default_config_toml();
 /// Parses TOML text over the built-in defaults. `origin` names the source in
 /// error messages (a file name, or "<default>").
 Result<Config> parse_config(std::string_view toml, std::string_view origin);
+/// Reads and parses the file at `path`. A path that cannot be opened or
+/// read, a directory, or a file over 16 MiB is an error naming the path
+/// (never an empty file that would mean the built-in default).
 Result<Config> load_config_file(const std::string& path);
 
-/// Parses "30s", "250ms", "5m", "2h", "5d".
+/// Parses "30s", "250ms", "5m", "2h", "5d", and fractions of a unit ("1.5s",
+/// "0.5m") that come to a whole number of milliseconds.
 Result<Millis> parse_duration(std::string_view text);
 /// Parses one route element (see Endpoint): "mx", "1.2.3.4:25",
 /// "[::1]:2525", "[smtp.example.com]:587", "relay.example.com".

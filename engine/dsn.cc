@@ -11,7 +11,8 @@ DsnCollector::Pending::Pending(DsnCollector* o) : owner(o), timer(&DsnCollector:
 DsnCollector::~DsnCollector() = default;
 
 void DsnCollector::bounced(const Message& msg, std::string_view recipient,
-                           const proto::Reply& reply, std::string_view remote_mta) {
+                           const proto::Reply& reply, std::string_view remote_mta,
+                           int64_t last_attempt_wall_ms) {
   if (!shard_.config().bounces.dsn || msg.sender().empty()) {
     return;
   }
@@ -28,6 +29,9 @@ void DsnCollector::bounced(const Message& msg, std::string_view recipient,
   r.status = reply.enhanced.present() ? reply.enhanced.str() : "5.0.0";
   r.remote_mta = std::string(remote_mta);
   r.diagnostic = reply.summary();
+  if (last_attempt_wall_ms > 0) {
+    r.last_attempt_date = proto::rfc5322_date(last_attempt_wall_ms / 1000);
+  }
   slot->rcpts.push_back(std::move(r));
   if (slot->rcpts.size() >= kMaxPerReport) {
     slot->timer.cancel();

@@ -31,8 +31,11 @@ class DsnCollector {
   explicit DsnCollector(Shard& shard) : shard_(shard) {}
   ~DsnCollector();
 
+  /// `last_attempt_wall_ms`: when the recipient was last tried (wall
+  /// clock, ms since the epoch; the report's Last-Attempt-Date), 0 when it
+  /// never was or the time is not known.
   void bounced(const Message& msg, std::string_view recipient, const proto::Reply& reply,
-               std::string_view remote_mta);
+               std::string_view remote_mta, int64_t last_attempt_wall_ms);
   uint64_t reports_queued() const { return reports_; }
 
   static constexpr size_t kMaxPerReport = 1000;

@@ -1,5 +1,6 @@
 #include "engine/ringmail.h"
 
+#include "engine/log.h"
 #include "engine/runtime.h"
 #include "engine/spool.h"
 
@@ -8,6 +9,10 @@
 namespace ringmail {
 
 Result<std::unique_ptr<Engine>> Engine::start(engine::Config config, const engine::Clock* clock) {
+  // Before the shards start, so their first lines already obey it.
+  if (auto level = engine::parse_log_level(config.log_level)) {
+    engine::set_log_level(*level);
+  }
   auto rt = engine::Runtime::start(std::move(config), clock);
   if (!rt.ok()) {
     return std::move(rt).take_error();

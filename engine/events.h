@@ -1,8 +1,10 @@
-/// events.h — per-recipient delivery events: one JSON object per outcome.
+/// events.h — delivery events: one JSON object per outcome.
 ///
-/// Every attempt outcome (delivered, deferred, bounced) becomes one JSON
-/// line with at least: type, ts, batch, recipient, code, enhanced_code,
-/// response, peer, attempt (docs/protocol.md lists every field). Lines go
+/// Every recipient outcome (delivered, deferred, bounced, dropped) becomes
+/// one JSON line with at least: type, ts, batch, recipient, code,
+/// enhanced_code, response, peer, attempt; a destination entering or
+/// leaving backoff (backoff, resume) becomes one too (docs/protocol.md
+/// lists every field of each). Lines go
 ///   - to the event file (each shard appends its own buffered lines with
 ///     one io_uring write per loop iteration to an O_APPEND file, so lines
 ///     never interleave),

@@ -37,6 +37,14 @@ void set_log_level(LogLevel level) {
 LogLevel log_level() {
   return static_cast<LogLevel>(g_level.load(std::memory_order_relaxed));
 }
+std::optional<LogLevel> parse_log_level(std::string_view name) {
+  for (LogLevel l : {LogLevel::kDebug, LogLevel::kInfo, LogLevel::kWarning, LogLevel::kError}) {
+    if (name == level_name(l)) {
+      return l;
+    }
+  }
+  return std::nullopt;
+}
 void set_log_shard(int shard) {
   t_shard = shard;
 }

@@ -8,13 +8,20 @@
 #pragma once
 
 #include <cstdarg>
+#include <optional>
+#include <string_view>
 
 namespace ringmail::engine {
 
 enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
 
+/// The process's level: lines below it are not written. Engine::start
+/// sets it from the configuration's log_level.
 void set_log_level(LogLevel level);
 LogLevel log_level();
+/// "debug", "info", "warning" or "error" (Config::log_level); nullopt for
+/// anything else.
+std::optional<LogLevel> parse_log_level(std::string_view name);
 /// Sets the calling thread's shard number for log lines (-1 = none).
 void set_log_shard(int shard);
 

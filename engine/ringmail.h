@@ -81,6 +81,8 @@ class Engine {
  public:
   /// Starts the shards (and the socket listener when ingest.socket is set).
   /// `clock` (tests) must outlive the engine; null means the system clock.
+  /// The configuration's log_level becomes the process's log level
+  /// (engine/log.h: one level per process, whatever the number of engines).
   static Result<std::unique_ptr<Engine>> start(engine::Config config,
                                                const engine::Clock* clock = nullptr);
   ~Engine();

@@ -995,9 +995,9 @@ void Runtime::note_bounce(const EventView& ev) {
   if (!SuppressionList::suppresses(code)) {
     return;
   }
-  std::string note = std::to_string(ev.code) + " " + std::string(ev.response);
-  note += " (batch " + std::string(ev.batch) + ")";
-  suppression_->note_bounce(ev.recipient, code, note);
+  suppression_->note_bounce(
+      ev.recipient, code,
+      SuppressionList::bounce_note(ev.code, ev.enhanced_code, ev.response, ev.batch));
 }
 
 void Runtime::flush_loop() {

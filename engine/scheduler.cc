@@ -408,7 +408,7 @@ void Scheduler::sweep_expired(Destination& d) {
   const Job* oldest = nullptr;
   for (const QItem& q : d.ready) {
     if (expired(d, q, now)) {
-      expire(d, q, why);
+      expire(d, q, why, 0);  // 0: when it was last tried is not known here
     } else {
       if (oldest == nullptr || q.job->msg->accepted_at() < oldest->msg->accepted_at()) {
         oldest = q.job;
@@ -540,7 +540,7 @@ bool Scheduler::give_txn(Destination& d, SmtpConnection* c) {
   while (!d.ready.empty() && expired(d, d.ready.front(), now)) {
     QItem q = d.ready.front();
     d.ready.pop_front();
-    expire(d, q, hold_reason(d));
+    expire(d, q, hold_reason(d), 0);
   }
   if (d.ready.empty()) {
     d.ready_txns = 0;
@@ -801,7 +801,7 @@ void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcom
     }
   } else {
     if (type == EventType::kBounced) {
-      shard_.bounced(*job->msg, job->address(r), *o.reply, mx);
+      shard_.bounced(*job->msg, job->address(r), *o.reply, mx, shard_.clock().wall_ms());
     } else {
       failpoint("delivered_before_journal");
     }
@@ -894,6 +894,7 @@ void Scheduler::schedule_retry(Destination& d, std::vector<QItem> items, const s
   auto* g = new RetryGroup(&d, this);
   g->items = std::move(items);
   g->last_reply = why;
+  g->last_attempt_wall_ms = shard_.clock().wall_ms();
   // Every item of a group shares a transaction, hence attempts and message.
   const RcptEntry& r0 = g->items.front().job->rcpts[g->items.front().idx];
   TimePoint now = shard_.clock().now();
@@ -944,7 +945,7 @@ void Scheduler::retry_due(RetryGroup* g) {
   std::vector<QItem> live;
   for (const QItem& q : g->items) {
     if (now >= q.job->msg->accepted_at() + d.shaping.max_age) {
-      expire(d, q, g->last_reply);
+      expire(d, q, g->last_reply, g->last_attempt_wall_ms);
     } else {
       live.push_back(q);
     }
@@ -961,7 +962,8 @@ void Scheduler::retry_due(RetryGroup* g) {
   }
 }
 
-void Scheduler::expire(Destination& d, QItem q, std::string_view last_reply) {
+void Scheduler::expire(Destination& d, QItem q, std::string_view last_reply,
+                       int64_t last_attempt_wall_ms) {
   std::string text = "5.4.7 delivery time expired after " +
                      std::to_string(d.shaping.max_age.count() / 1000) + "s in the queue";
   if (!last_reply.empty()) {
@@ -969,7 +971,7 @@ void Scheduler::expire(Destination& d, QItem q, std::string_view last_reply) {
   }
   proto::Reply reply = proto::make_reply(554, text);
   emit_for(q, EventType::kBounced, reply, Stage::kLocal, "expired");
-  shard_.bounced(*q.job->msg, q.job->address(q.job->rcpts[q.idx]), reply, "");
+  shard_.bounced(*q.job->msg, q.job->address(q.job->rcpts[q.idx]), reply, "", last_attempt_wall_ms);
   finalize(q.job, q.idx);
 }
 
@@ -979,7 +981,8 @@ void Scheduler::bounce_queue(Destination& d, const proto::Reply& why, Stage stag
     d.ready.pop_front();
     ++q.job->rcpts[q.idx].attempts;
     emit_for(q, EventType::kBounced, why, stage, "");
-    shard_.bounced(*q.job->msg, q.job->address(q.job->rcpts[q.idx]), why, "");
+    shard_.bounced(*q.job->msg, q.job->address(q.job->rcpts[q.idx]), why, "",
+                   shard_.clock().wall_ms());
     finalize(q.job, q.idx);
   }
   d.ready_txns = 0;

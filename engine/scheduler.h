@@ -104,7 +104,8 @@ struct RetryGroup {
   void* scheduler;  // the owning Scheduler
   Destination* dest;
   std::vector<QItem> items;
-  std::string last_reply;  // summary of the reply that deferred them
+  std::string last_reply;            // summary of the reply that deferred them
+  int64_t last_attempt_wall_ms = 0;  // when that was (wall clock); 0: not known
 };
 
 /// A token bucket: `rate` tokens per second, a burst of one tenth of a
@@ -267,7 +268,8 @@ class Scheduler {
   void retry_due(RetryGroup* g);
   void finalize(Job* job, uint32_t idx);
   void maybe_free(Job* job);
-  void expire(Destination& d, QItem item, std::string_view last_reply);
+  void expire(Destination& d, QItem item, std::string_view last_reply,
+              int64_t last_attempt_wall_ms);
   Millis retry_delay(const Destination& d, uint16_t attempts);
   /// A backoff signal for source `s`: lowers its connection limit and,
   /// with `hold`, stops new transactions and connections until

@@ -404,8 +404,8 @@ void Shard::emit_destination(const DestinationRecord& rec) {
 }
 
 void Shard::bounced(const Message& msg, std::string_view recipient, const proto::Reply& reply,
-                    std::string_view remote_mta) {
-  dsn_->bounced(msg, recipient, reply, remote_mta);
+                    std::string_view remote_mta, int64_t last_attempt_wall_ms) {
+  dsn_->bounced(msg, recipient, reply, remote_mta, last_attempt_wall_ms);
 }
 
 void Shard::recipient_final(size_t addr_bytes) {

@@ -111,8 +111,9 @@ class Shard {
   /// `addr_bytes` is its address length, for the memory budget.
   void recipient_final(size_t addr_bytes);
   /// A recipient failed for good: feeds delivery status notifications.
+  /// `last_attempt_wall_ms`: its last attempt (wall clock), 0 when none.
   void bounced(const Message& msg, std::string_view recipient, const proto::Reply& reply,
-               std::string_view remote_mta);
+               std::string_view remote_mta, int64_t last_attempt_wall_ms);
   void add_subscriber(uint64_t id, EventCallback cb);
   void remove_subscriber(uint64_t id);
   ShardStats& stats() { return stats_; }

@@ -199,7 +199,47 @@ std::string SuppressionList::key(std::string_view address) {
 }
 
 bool SuppressionList::suppresses(const proto::EnhancedCode& code) {
-  return code.cls == 5 && code.subject == 1 && code.detail != 7 && code.detail != 8;
+  if (code.cls != 5 || code.subject != 1) {
+    return false;
+  }
+  switch (code.detail) {
+    case 2:   // bad destination system: the domain (RFC 3463)
+    case 7:   // bad sender's mailbox address syntax
+    case 8:   // bad sender's system address
+    case 10:  // the recipient's domain has a null MX (RFC 7505)
+      return false;
+    default:
+      return true;
+  }
+}
+
+std::string SuppressionList::bounce_note(uint16_t code, std::string_view enhanced,
+                                         std::string_view response, std::string_view batch) {
+  // `response` is the reply summary, "550 5.1.1 text": drop the code and
+  // the enhanced code it may repeat, then write each once.
+  std::string code_text = std::to_string(code);
+  std::string_view text = response;
+  if (text.starts_with(code_text) &&
+      (text.size() == code_text.size() || text[code_text.size()] == ' ')) {
+    text.remove_prefix(std::min(text.size(), code_text.size() + 1));
+  }
+  if (!enhanced.empty() && text.starts_with(enhanced) &&
+      (text.size() == enhanced.size() || text[enhanced.size()] == ' ')) {
+    text.remove_prefix(std::min(text.size(), enhanced.size() + 1));
+  }
+  std::string note = code_text;
+  for (std::string_view part : {enhanced, text}) {
+    if (!part.empty()) {
+      note += ' ';
+      note += part;
+    }
+  }
+  if (!batch.empty()) {
+    note += " (batch ";
+    note += batch;
+    note += ')';
+  }
+  return note;
 }
 
 SuppressionList::SuppressionList(const SuppressionConfig& config, const Clock& clock, Limits limits)

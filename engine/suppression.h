@@ -1,7 +1,7 @@
 /// suppression.h — recipients ringmail will not send to: addresses that
-/// hard-bounced as invalid (5.1.x), addresses a batch reported as
-/// unsubscribed, and addresses an operator added; each with a reason and an
-/// expiry ([suppression] in engine/config.h).
+/// hard-bounced as invalid (5.1.x, see suppresses()), addresses a batch
+/// reported as unsubscribed, and addresses an operator added; each with a
+/// reason and an expiry ([suppression] in engine/config.h).
 ///
 /// Keys: the address as the runtime keeps recipients: local part exactly as
 /// given, '@', domain lower-cased (SuppressionList::key()).
@@ -121,8 +121,19 @@ class SuppressionList {
   std::optional<SuppressionHit> check(std::string_view address) const;
 
   /// True for the enhanced codes that suppress a recipient: 5.1.x except
-  /// 5.1.7 and 5.1.8 (those blame the sender's address, RFC 3463).
+  /// 5.1.7 and 5.1.8 (those blame the sender's address, RFC 3463), and
+  /// 5.1.2 and 5.1.10 (the recipient's domain does not exist or accepts no
+  /// mail, RFC 3463 and RFC 7505): a domain-level failure says nothing
+  /// about the mailbox and is often repaired (a lapsed registration, a
+  /// broken zone), so it must not keep each address off for invalid_ttl.
+  /// Mail to such a domain bounces again at once from the DNS cache.
   static bool suppresses(const proto::EnhancedCode& code);
+
+  /// The note of a bounce entry: "550 5.1.1 text (batch ID)" — the reply
+  /// code and enhanced code once, whether or not `response` (the reply
+  /// summary) starts with them.
+  static std::string bounce_note(uint16_t code, std::string_view enhanced,
+                                 std::string_view response, std::string_view batch);
 
   /// Any thread. Records a bounce: adds `address` as invalid_recipient for
   /// invalid_ttl when suppresses(code). Returns true when added. An

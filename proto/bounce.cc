@@ -1,7 +1,8 @@
 #include "proto/bounce.h"
 
-#include <ctime>
 #include <span>
+
+#include "proto/bulk_headers.h"
 
 namespace ringmail::proto {
 namespace {
@@ -207,12 +208,9 @@ std::string_view header_section(std::string_view message, size_t max) {
 }
 
 std::string rfc5322_date(int64_t unix_seconds) {
-  time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  char buf[64];
-  size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S +0000", &tm);
-  return std::string(buf, n);
+  // Not strftime: its %a and %b follow LC_TIME, which an embedding
+  // application may have set to a language other than English.
+  return format_rfc5322_date(unix_seconds);
 }
 
 void build_dsn(std::string& out, const DsnInput& in) {
@@ -267,7 +265,9 @@ void build_dsn(std::string& out, const DsnInput& in) {
     if (!r.diagnostic.empty()) {
       line("Diagnostic-Code: smtp; ", r.diagnostic);
     }
-    line("Last-Attempt-Date: ", in.date);
+    if (!r.last_attempt_date.empty()) {
+      line("Last-Attempt-Date: ", r.last_attempt_date);
+    }
   }
   line("");
   line("--", in.boundary);

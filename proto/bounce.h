@@ -62,6 +62,7 @@ struct DsnRecipient {
   std::string remote_mta;         // host name of the server that answered, or empty
   std::string diagnostic;         // the reply, e.g. "550 5.1.1 user unknown", or empty
   std::string action = "failed";  // failed | delayed
+  std::string last_attempt_date;  // RFC 5322 date of the last attempt; empty: none was made
 };
 
 struct DsnInput {
@@ -69,7 +70,7 @@ struct DsnInput {
   std::string to;             // the envelope sender the report goes to
   std::string envelope_id;    // batch id (X-Ringmail-Batch)
   std::string arrival_date;   // RFC 5322 date of acceptance
-  std::string date;           // RFC 5322 date now
+  std::string date;           // RFC 5322 date now (the report's Date field)
   std::string message_id;     // "<...@host>"
   std::string boundary;       // unique MIME boundary (no quotes, no spaces)
   std::vector<DsnRecipient> recipients;
@@ -83,7 +84,8 @@ void build_dsn(std::string& out, const DsnInput& in);
 /// or all of it when there is no body; capped at `max` bytes.
 std::string_view header_section(std::string_view message, size_t max = 64 * 1024);
 
-/// RFC 5322 date for a Unix time in seconds (UTC): "Thu, 26 Nov 2026 10:00:00 +0000".
+/// RFC 5322 date-time for a Unix time in seconds (UTC): "Thu, 26 Nov 2026
+/// 10:00:00 +0000". English names whatever the process's locale.
 std::string rfc5322_date(int64_t unix_seconds);
 
 }  // namespace ringmail::proto

@@ -30,6 +30,8 @@
 #include <thread>
 #include <vector>
 
+#include "tools/cli_number.h"
+
 extern char** environ;
 
 namespace {
@@ -403,27 +405,36 @@ bool parse(int argc, char** argv, Options* o) {
       }
       return argv[++i];
     };
+    // Option values are read strictly (tools/cli_number.h); a bad one is a
+    // usage error naming the option.
+    auto whole = [&](uint64_t min, uint64_t max, auto* out) {
+      std::string v = need();
+      std::string error;
+      if (!ringmail::tools::parse_whole_number(a, v, min, max, out, &error)) {
+        throw std::invalid_argument(error);
+      }
+    };
     try {
       if (a == "--count") {
-        o->count = std::stoull(need());
+        whole(1, 1'000'000'000'000, &o->count);
       } else if (a == "--size") {
-        o->size = std::stoull(need());
+        whole(1, 1u << 30, &o->size);
       } else if (a == "--batch") {
-        o->batch = static_cast<uint32_t>(std::stoul(need()));
+        whole(1, 10'000'000, &o->batch);
       } else if (a == "--domains") {
-        o->domains = static_cast<uint32_t>(std::stoul(need()));
+        whole(1, 1'000'000, &o->domains);
       } else if (a == "--mx-domains") {
-        o->mx_domains = static_cast<uint32_t>(std::stoul(need()));
+        whole(0, 100'000, &o->mx_domains);
       } else if (a == "--shards") {
-        o->shards = static_cast<uint32_t>(std::stoul(need()));
+        whole(0, 256, &o->shards);
       } else if (a == "--sink-threads") {
-        o->sink_threads = static_cast<uint32_t>(std::stoul(need()));
+        whole(1, 256, &o->sink_threads);
       } else if (a == "--conns") {
-        o->conns = static_cast<uint32_t>(std::stoul(need()));
+        whole(1, 10'000, &o->conns);
       } else if (a == "--rcpts-per-txn") {
-        o->rcpts_per_txn = static_cast<uint32_t>(std::stoul(need()));
+        whole(1, 1000, &o->rcpts_per_txn);
       } else if (a == "--pipelined") {
-        o->pipelined = static_cast<uint32_t>(std::stoul(need()));
+        whole(1, 64, &o->pipelined);
       } else if (a == "--no-events-file") {
         o->events_file = false;
       } else if (a == "--no-chunking") {
@@ -435,7 +446,14 @@ bool parse(int argc, char** argv, Options* o) {
       } else if (a == "--inject-arg") {
         o->inject_args.push_back(need());
       } else if (a == "--timeout") {
-        o->timeout_s = std::stod(need());
+        std::string v = need();
+        std::string error;
+        if (!ringmail::tools::parse_seconds(a, v, 30 * 86'400, &o->timeout_s, &error)) {
+          throw std::invalid_argument(error);
+        }
+        if (o->timeout_s < 1) {  // ringmail-inject gets it in whole seconds
+          throw std::invalid_argument(a + ": expected at least 1 second, got \"" + v + "\"");
+        }
       } else if (a == "--tag") {
         o->tag = need();
       } else if (a == "--spool") {

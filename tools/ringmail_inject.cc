@@ -30,6 +30,7 @@
 #include "proto/batch_wire.h"
 #include "proto/template.h"
 #include "tools/batch_client.h"
+#include "tools/cli_number.h"
 
 namespace {
 
@@ -145,6 +146,11 @@ bool parse_args(int argc, char** argv, Options* o) {
     std::string a = argv[i];
     auto val = [&]() -> const char* { return i + 1 < argc ? argv[++i] : nullptr; };
     const char* v = nullptr;
+    bool ok = true;
+    std::string error;
+    auto whole = [&](uint64_t min, uint64_t max, auto* out) {
+      return ringmail::tools::parse_whole_number(a, v, min, max, out, &error);
+    };
     if (a == "--wait") {
       o->wait = true;
     } else if (a == "--json") {
@@ -172,19 +178,19 @@ bool parse_args(int argc, char** argv, Options* o) {
     } else if (a == "--sender") {
       o->sender = v;
     } else if (a == "--count") {
-      o->count = std::stoull(v);
+      ok = whole(1, 1'000'000'000'000, &o->count);
     } else if (a == "--size") {
-      o->size = std::stoull(v);
+      ok = whole(1, 1u << 30, &o->size);
     } else if (a == "--batch") {
-      o->batch = static_cast<uint32_t>(std::max(1ul, std::stoul(v)));
+      ok = whole(1, 10'000'000, &o->batch);
     } else if (a == "--domains") {
-      o->domains = static_cast<uint32_t>(std::max(1ul, std::stoul(v)));
+      ok = whole(1, 1'000'000, &o->domains);
     } else if (a == "--domain") {
       o->domain = v;
     } else if (a == "--window") {
-      o->window = static_cast<uint32_t>(std::max(1ul, std::stoul(v)));
+      ok = whole(1, 1'000'000, &o->window);
     } else if (a == "--timeout") {
-      o->timeout_s = std::stod(v);
+      ok = ringmail::tools::parse_seconds(a, v, 30 * 86'400, &o->timeout_s, &error);
     } else if (a == "--events-out") {
       o->events_out = v;
     } else if (a == "--acked-out") {
@@ -201,6 +207,10 @@ bool parse_args(int argc, char** argv, Options* o) {
       o->unsubscribed.push_back(v);
     } else {
       std::fprintf(stderr, "ringmail-inject: unknown option %s\n", a.c_str());
+      return false;
+    }
+    if (!ok) {
+      std::fprintf(stderr, "ringmail-inject: %s\n", error.c_str());
       return false;
     }
   }
@@ -323,8 +333,11 @@ int main(int argc, char** argv) {
       }
       last_final = Clock::now();
       std::string batch = ringmail::tools::event_field(f.payload, "batch");
-      if (batch.rfind(o.id_prefix, 0) == 0) {
-        uint64_t idx = std::stoull(batch.substr(o.id_prefix.size()));
+      uint64_t idx = 0;
+      std::string not_ours;  // e.g. a delivery report's "<id>-dsn1"
+      if (batch.rfind(o.id_prefix, 0) == 0 &&
+          ringmail::tools::parse_whole_number("batch", batch.substr(o.id_prefix.size()), 0,
+                                              UINT64_MAX, &idx, &not_ours)) {
         if (idx < sent_at.size()) {
           latencies.push_back(
               std::chrono::duration<double, std::milli>(last_final - sent_at[idx]).count());

@@ -11,10 +11,10 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstdlib>
 #include <string>
 
 #include "engine/submission_auth.h"
+#include "tools/cli_number.h"
 
 namespace {
 
@@ -35,12 +35,13 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "-i" || a == "--iterations") && i + 1 < argc) {
-      char* end = nullptr;
-      unsigned long v = std::strtoul(argv[++i], &end, 10);
-      if (end == nullptr || *end != '\0' || v == 0 || v > UINT32_MAX) {
+      std::string error;
+      if (!ringmail::tools::parse_whole_number(
+              a, argv[++i], ringmail::engine::CredentialStore::kMinIterations,
+              ringmail::engine::CredentialStore::kMaxIterations, &iterations, &error)) {
+        std::fprintf(stderr, "ringmail-passwd: %s\n", error.c_str());
         return usage();
       }
-      iterations = static_cast<uint32_t>(v);
     } else if (a == "-h" || a == "--help" || !user.empty()) {
       return usage();
     } else {

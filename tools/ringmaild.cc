@@ -26,20 +26,6 @@ void usage(FILE* f) {
                "  --print-default-config  print the built-in configuration and exit\n");
 }
 
-ringmail::engine::LogLevel level_from(const std::string& s) {
-  using ringmail::engine::LogLevel;
-  if (s == "debug") {
-    return LogLevel::kDebug;
-  }
-  if (s == "warning") {
-    return LogLevel::kWarning;
-  }
-  if (s == "error") {
-    return LogLevel::kError;
-  }
-  return LogLevel::kInfo;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -74,7 +60,6 @@ int main(int argc, char** argv) {
     std::printf("configuration ok\n");
     return 0;
   }
-  ringmail::engine::set_log_level(level_from(config->log_level));
 
   // Signals are taken synchronously by this thread; every engine thread
   // inherits the blocked mask.

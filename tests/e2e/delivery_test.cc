@@ -4,12 +4,14 @@
 #include <gtest/gtest.h>
 
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 
 #include <regex>
 #include <set>
 
 #include "engine/clock.h"
+#include "engine/log.h"
 #include "tests/e2e/harness.h"
 #include "tools/batch_client.h"
 
@@ -229,6 +231,31 @@ TEST(Delivery, DefersAndRejectsAffectOnlyTheirRecipients) {
   // Nothing else was touched: the delivered ones have exactly one event.
   EXPECT_EQ(e.events.events("ok1@a.test").size(), 1u);
   EXPECT_TRUE(sink.wait_stat("recipients", 3));  // ok1, ok2, ok5
+}
+
+TEST(Embedding, EngineAppliesTheConfiguredLogLevel) {
+  const engine::LogLevel before = engine::log_level();
+  const std::pair<const char*, engine::LogLevel> levels[] = {
+      {"error", engine::LogLevel::kError},
+      {"debug", engine::LogLevel::kDebug},
+      {"warning", engine::LogLevel::kWarning},
+      {"info", engine::LogLevel::kInfo},
+  };
+  for (const auto& [name, level] : levels) {
+    // The level the process had is not the one configured.
+    engine::set_log_level(level == engine::LogLevel::kInfo ? engine::LogLevel::kError
+                                                           : engine::LogLevel::kInfo);
+    auto cfg = engine::parse_config(std::string("log_level = \"") + name +
+                                        "\"\n[ingest]\nsocket = \"\"\n[events]\nfile = \"\"\n"
+                                        "[spool]\nmode = \"off\"\n",
+                                    "test.toml");
+    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
+    auto e = Engine::start(std::move(*cfg));
+    ASSERT_TRUE(e.ok()) << e.error().message;
+    EXPECT_EQ(engine::log_level(), level) << "log_level = " << name;
+    (*e)->shutdown(milliseconds(0));
+  }
+  engine::set_log_level(before);
 }
 
 class DaemonTest : public ::testing::Test {
@@ -469,6 +496,26 @@ TEST_F(DaemonTest, InvalidConfigurationNamesTheKey) {
       d.start({env_or("RINGMAILD", ""), "--config", dir_.file("bad.toml")}, dir_.path(), "bad"));
   EXPECT_NE(d.wait(), 0);
   EXPECT_NE(d.err().find("delivery.max_rcpts_per_txn"), std::string::npos) << d.err();
+}
+
+TEST_F(DaemonTest, ConfigurationPathThatIsADirectoryIsRefused) {
+  const std::string conf = dir_.file("conf.d");
+  ASSERT_EQ(::mkdir(conf.c_str(), 0755), 0);
+  // Run in the test's directory: a daemon that wrongly starts on its
+  // built-in default puts its socket, spool and event file there.
+  Child check;
+  ASSERT_TRUE(check.start({env_or("RINGMAILD", ""), "--check-config", "--config", conf},
+                          dir_.path(), "check", dir_.path()));
+  EXPECT_EQ(check.wait(milliseconds(10'000)), 1) << check.out();
+  EXPECT_EQ(check.out().find("configuration ok"), std::string::npos) << check.out();
+  EXPECT_NE(check.err().find(conf), std::string::npos) << check.err();
+  EXPECT_NE(check.err().find("directory"), std::string::npos) << check.err();
+
+  Child run;
+  ASSERT_TRUE(
+      run.start({env_or("RINGMAILD", ""), "--config", conf}, dir_.path(), "run", dir_.path()));
+  EXPECT_EQ(run.wait(milliseconds(10'000)), 1) << run.err();
+  EXPECT_NE(run.err().find(conf), std::string::npos) << run.err();
 }
 
 }  // namespace

@@ -461,6 +461,37 @@ TEST_F(MxRouting, NxDomainBounces) {
   EXPECT_EQ(dns_.queries("MX", "nx.test"), 1u) << dns_.log();
 }
 
+TEST_F(MxRouting, DomainLevelBouncesDoNotSuppressTheAddress) {
+  ASSERT_TRUE(sinks_.start({"127.0.0.2"})) << sinks_.error();
+  // A null MX, a domain with no MX and no address record, and NXDOMAIN:
+  // failures of the domain, not of the mailbox.
+  ASSERT_TRUE(dns_.start({"--dns-rr=nullmx.test,15,000000", "--txt-record=noaddr.test,v=none",
+                          "--host-record=other.test,127.0.0.2"}))
+      << dns_.error();
+  ASSERT_TRUE(start_engine());
+  const std::vector<std::string> rcpts = {"r@nullmx.test", "r@noaddr.test", "r@nx.test"};
+  for (const auto& r : rcpts) {
+    submit_one(*engine_.engine, r);
+  }
+  ASSERT_TRUE(engine_.events.wait_finals(rcpts.size(), kWait));
+  for (const auto& r : rcpts) {
+    auto ev = only_event(engine_.events, r);
+    EXPECT_EQ(ev.type, EventType::kBounced) << r << ": " << ev.json;
+    EXPECT_TRUE(contains(ev.json, "\"class\":\"invalid_domain\"")) << ev.json;
+    // The suppression subscriber sees each event before the test's
+    // collector does, so the list is settled here.
+    std::string check = engine_.engine->control("suppression check " + r);
+    EXPECT_TRUE(contains(check, "\"suppressed\":false")) << check;
+  }
+  // The next batch to the same addresses is accepted (and bounces again).
+  for (const auto& r : rcpts) {
+    proto::Ack ack = submit(*engine_.engine, {r});
+    EXPECT_EQ(ack.accepted, 1u) << r;
+    EXPECT_TRUE(ack.rejections.empty()) << r << ": " << ack.rejections[0].text;
+  }
+  ASSERT_TRUE(engine_.events.wait_finals(2 * rcpts.size(), kWait));
+}
+
 TEST_F(MxRouting, UnreachableResolverDefersThenDeliversOnceItAnswers) {
   ASSERT_TRUE(sinks_.start({"127.0.0.2"})) << sinks_.error();
   // Nothing listens on the resolver port yet: the query is refused (ICMP).

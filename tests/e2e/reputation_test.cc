@@ -317,6 +317,12 @@ TEST_F(Reputation, SuppressionFromBouncesUnsubscribesAndOperator) {
   ASSERT_FALSE(ev.empty());
   ASSERT_EQ(ev.back().type, EventType::kBounced) << ev.back().json;
   EXPECT_EQ(ev.back().enhanced, "5.1.1");
+  // The entry's note quotes the reply once: code, enhanced code, text.
+  std::string listed = e.engine->control("suppression list reject@example.net");
+  EXPECT_NE(listed.find("\"note\":\"550 5.1.1 Error: recipient rejected (batch "),
+            std::string::npos)
+      << listed;
+  EXPECT_EQ(listed.find("550 550"), std::string::npos) << listed;
 
   // Next batch: the bounced address is suppressed, as is one the platform
   // reports unsubscribed in this same batch; the others go.

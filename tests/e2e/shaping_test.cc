@@ -168,8 +168,15 @@ TEST(Shaping, ExpiryBouncesWithItsClassAndDsnIsAValidReport) {
   auto rej = e.events.events("reject@a.test");
   ASSERT_EQ(rej.size(), 1u);
   EXPECT_NE(rej[0].json.find("\"class\":\"invalid_recipient\""), std::string::npos) << rej[0].json;
-  // Past max_age the deferred one bounces as expired.
-  clock.advance(std::chrono::minutes(4));
+  // A second attempt a minute later (00:01:01), deferred again: the report
+  // gives that time as defer@'s Last-Attempt-Date.
+  ASSERT_TRUE(wait_listing(*e.engine, "\"deferred\":1,")) << e.engine->control("list");
+  clock.advance(std::chrono::seconds(61));
+  e.engine->wake_for_test();
+  ASSERT_TRUE(eventually([&] { return e.events.events("defer@a.test").size() == 2; }));
+  ASSERT_TRUE(wait_listing(*e.engine, "\"deferred\":1,")) << e.engine->control("list");
+  // Past max_age the deferred one bounces as expired, without an attempt.
+  clock.advance(std::chrono::minutes(3));
   e.engine->wake_for_test();
   ASSERT_TRUE(e.events.wait_finals(3));
   auto def = e.events.events("defer@a.test");
@@ -205,7 +212,7 @@ TEST(Shaping, ExpiryBouncesWithItsClassAndDsnIsAValidReport) {
   }));
   std::string script = dumps.file("check.py");
   std::ofstream(script) << R"PY(
-import email, sys
+import email, email.utils, sys
 raw = open(sys.argv[1], 'rb').read()
 # The sink prepends envelope lines; the message starts after them.
 while raw.startswith(b'X-Sink-'):
@@ -224,6 +231,14 @@ assert set(rcpts) == {'reject@a.test', 'defer@a.test'}, rcpts
 assert rcpts['reject@a.test']['Status'] == '5.1.1'
 assert rcpts['reject@a.test']['Action'] == 'failed'
 assert rcpts['defer@a.test']['Status'] == '5.4.7'
+# RFC 3464 2.3.7: the time of the last attempt (the engine's clock), not of
+# the report (00:05:02); RFC 5322 date-time.
+assert rcpts['reject@a.test']['Last-Attempt-Date'] == 'Thu, 01 Jan 2026 00:00:00 +0000', rcpts['reject@a.test']
+assert rcpts['defer@a.test']['Last-Attempt-Date'] == 'Thu, 01 Jan 2026 00:01:01 +0000', rcpts['defer@a.test']
+assert fields[0]['Arrival-Date'] == 'Thu, 01 Jan 2026 00:00:00 +0000', fields[0]
+assert m['Date'] == 'Thu, 01 Jan 2026 00:05:02 +0000', m['Date']
+for f in fields[1:]:
+    email.utils.parsedate_to_datetime(f['Last-Attempt-Date'])
 assert 'Subject: exp' in parts[2].get_payload()
 print('ok')
 )PY";

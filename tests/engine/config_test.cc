@@ -1,6 +1,10 @@
 #include "engine/config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
 
 namespace ringmail::engine {
 namespace {
@@ -165,6 +169,89 @@ TEST(Config, Durations) {
   EXPECT_FALSE(parse_duration("5").ok());
   EXPECT_FALSE(parse_duration("m5").ok());
   EXPECT_FALSE(parse_duration("99999999999999d").ok());
+}
+
+TEST(Config, RatesMustBeFiniteAndWithinBounds) {
+  for (const char* bad : {"nan/s", "NaN/m", "inf/s", "-inf/s", "infinity/h", "1e400/s", "1e-300/s",
+                          "2000000/s", "0.5/d", "-5/s", "5/y", "/s"}) {
+    auto r = parse_rate(bad);
+    ASSERT_FALSE(r.ok()) << bad << " parsed as " << r->per_second << "/s";
+    EXPECT_NE(r.error().message.find(bad), std::string::npos) << r.error().message;
+  }
+  EXPECT_DOUBLE_EQ(parse_rate("1000000/s")->per_second, 1e6);
+  EXPECT_DOUBLE_EQ(parse_rate("1/d")->per_second, 1.0 / 86400);
+  EXPECT_DOUBLE_EQ(parse_rate("0.5/s")->per_second, 0.5);
+  // Every place a rate is read names its key.
+  const BadCase cases[] = {
+      {"[delivery]\nmsg_rate = \"nan/s\"\n", "delivery.msg_rate"},
+      {"[delivery]\nconnect_rate = \"inf/s\"\n", "delivery.connect_rate"},
+      {"[[shaping]]\nmatch = \"*\"\nmsg_rate = \"inf/s\"\n", "shaping[0].msg_rate"},
+      {"[[shaping]]\nmatch = \"*\"\nconnect_rate = \"nan/m\"\n", "shaping[0].connect_rate"},
+  };
+  for (const auto& bc : cases) {
+    auto c = parse_config(bc.toml, "t.toml");
+    ASSERT_FALSE(c.ok()) << bc.toml;
+    EXPECT_NE(c.error().message.find(bc.expect), std::string::npos) << c.error().message;
+  }
+}
+
+TEST(Config, FractionalDurations) {
+  auto ms = [](std::string_view text) -> int64_t {
+    auto d = parse_duration(text);
+    EXPECT_TRUE(d.ok()) << text << ": " << d.error().message;
+    return d.ok() ? d->count() : -1;
+  };
+  EXPECT_EQ(ms("1.5s"), 1'500);
+  EXPECT_EQ(ms("0.5m"), 30'000);
+  EXPECT_EQ(ms("2.25h"), 8'100'000);
+  EXPECT_EQ(ms("1.5d"), 129'600'000);
+  EXPECT_EQ(ms("0.001s"), 1);
+  EXPECT_EQ(ms("0.0s"), 0);
+  EXPECT_EQ(ms("250ms"), 250);
+  EXPECT_EQ(ms("250.0ms"), 250);
+  // Finer than a millisecond is refused, with a message that says so.
+  for (const char* text : {"1.5ms", "0.0001s", "1.0000001s"}) {
+    auto d = parse_duration(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_NE(d.error().message.find("millisecond"), std::string::npos) << d.error().message;
+  }
+  for (const char* text : {"1.s", ".5s", "1.5", "1..5s", "1.5.5s", "1,5s", "-1.5s", "1.5 s",
+                           "99999999999.5d", "1.00000000000000000001s"}) {
+    EXPECT_FALSE(parse_duration(text).ok()) << text;
+  }
+  auto c = parse_config("[delivery.timeouts]\nconnect = \"1.5s\"\n", "t.toml");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->delivery.timeouts.connect, Millis(1'500));
+}
+
+TEST(Config, LoadingADirectoryOrAnUnreadableFileIsAnError) {
+  std::string tmpl = "/tmp/ringmail-config-test-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  const std::string dir = tmpl;
+  auto c = load_config_file(dir);
+  ASSERT_FALSE(c.ok()) << "a directory loaded as a configuration";
+  EXPECT_EQ(c.error().code, Errc::kConfig);
+  EXPECT_NE(c.error().message.find(dir), std::string::npos) << c.error().message;
+  EXPECT_NE(c.error().message.find("directory"), std::string::npos) << c.error().message;
+
+  const std::string missing = dir + "/missing.toml";
+  c = load_config_file(missing);
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.error().message.find(missing), std::string::npos) << c.error().message;
+
+  const std::string file = dir + "/ok.toml";
+  { std::ofstream(file) << "[delivery]\nmax_rcpts_per_txn = 7\n"; }
+  c = load_config_file(file);
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->delivery.max_rcpts_per_txn, 7u);
+  if (::geteuid() != 0) {  // root reads any file
+    ASSERT_EQ(::chmod(file.c_str(), 0), 0);
+    c = load_config_file(file);
+    ASSERT_FALSE(c.ok());
+    EXPECT_NE(c.error().message.find(file), std::string::npos) << c.error().message;
+  }
+  ::unlink(file.c_str());
+  ::rmdir(dir.c_str());
 }
 
 TEST(Config, Endpoints) {

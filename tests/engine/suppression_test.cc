@@ -53,10 +53,26 @@ TEST(Suppression, KeysKeepTheLocalPartAndLowerTheDomain) {
   EXPECT_EQ(SuppressionList::key("nodomain"), "");
 }
 
+TEST(Suppression, BounceNotesGiveTheReplyOnce) {
+  EXPECT_EQ(SuppressionList::bounce_note(550, "5.1.1", "550 5.1.1 no such user", "b-17"),
+            "550 5.1.1 no such user (batch b-17)");
+  // A reply whose text does not repeat the enhanced code.
+  EXPECT_EQ(SuppressionList::bounce_note(550, "5.1.1", "550 no such user", "b"),
+            "550 5.1.1 no such user (batch b)");
+  EXPECT_EQ(SuppressionList::bounce_note(550, "5.1.1", "550", ""), "550 5.1.1");
+  // Text that only looks like a code is kept.
+  EXPECT_EQ(SuppressionList::bounce_note(550, "5.1.1", "5501 5.1.10 odd", "b"),
+            "550 5.1.1 5501 5.1.10 odd (batch b)");
+}
+
 TEST(Suppression, BouncesOnly5_1Suppress) {
   EXPECT_TRUE(SuppressionList::suppresses(code(5, 1, 1)));
-  EXPECT_TRUE(SuppressionList::suppresses(code(5, 1, 10)));
   EXPECT_TRUE(SuppressionList::suppresses(code(5, 1, 0)));
+  EXPECT_TRUE(SuppressionList::suppresses(code(5, 1, 3)));
+  // The recipient's domain, not the mailbox: NXDOMAIN and no address
+  // (5.1.2), null MX (5.1.10, RFC 7505).
+  EXPECT_FALSE(SuppressionList::suppresses(code(5, 1, 2)));
+  EXPECT_FALSE(SuppressionList::suppresses(code(5, 1, 10)));
   EXPECT_FALSE(SuppressionList::suppresses(code(5, 1, 7)));  // sender's address
   EXPECT_FALSE(SuppressionList::suppresses(code(5, 1, 8)));
   EXPECT_FALSE(SuppressionList::suppresses(code(4, 1, 1)));

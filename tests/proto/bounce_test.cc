@@ -1,6 +1,6 @@
 // Bounce classification (proto/bounce.h): the class a final or deferred
 // outcome is reported with, from the reply code, enhanced code, text and
-// the stage it happened at.
+// the stage it happened at; and the RFC 3464 report's per-recipient dates.
 #include "proto/bounce.h"
 
 #include <gtest/gtest.h>
@@ -67,6 +67,38 @@ TEST(Bounce, StagesOverrideTheReply) {
   EXPECT_EQ(cls(554, "5.0.0", "dropped", FailureStage::kOperator), "dropped");
   EXPECT_EQ(cls(250, "2.0.0", "ok"), "none");
   EXPECT_EQ(cls(554, "", "transaction failed"), "other");
+}
+
+TEST(Bounce, ReportGivesEachRecipientItsOwnLastAttemptDate) {
+  EXPECT_EQ(rfc5322_date(1'767'225'600), "Thu, 01 Jan 2026 00:00:00 +0000");
+  DsnInput in;
+  in.reporting_mta = "mta.example.test";
+  in.to = "owner@example.test";
+  in.arrival_date = rfc5322_date(1'767'225'600);
+  in.date = rfc5322_date(1'767'225'600 + 302);
+  in.message_id = "<dsn.1@mta.example.test>";
+  in.boundary = "b1";
+  DsnRecipient tried;
+  tried.recipient = "tried@example.net";
+  tried.status = "5.1.1";
+  tried.last_attempt_date = rfc5322_date(1'767'225'600 + 61);
+  DsnRecipient never;  // e.g. expired without an attempt whose time is known
+  never.recipient = "never@example.net";
+  never.status = "5.4.7";
+  in.recipients = {tried, never};
+  in.original = "Subject: x\r\n\r\nbody\r\n";
+  std::string out;
+  build_dsn(out, in);
+  EXPECT_NE(out.find("Date: Thu, 01 Jan 2026 00:05:02 +0000\r\n"), std::string::npos) << out;
+  size_t a = out.find("Final-Recipient: rfc822; tried@example.net");
+  size_t b = out.find("Final-Recipient: rfc822; never@example.net");
+  ASSERT_NE(a, std::string::npos);
+  ASSERT_NE(b, std::string::npos);
+  std::string first = out.substr(a, b - a);
+  std::string second = out.substr(b, out.find("--b1", b) - b);
+  EXPECT_NE(first.find("Last-Attempt-Date: Thu, 01 Jan 2026 00:01:01 +0000\r\n"), std::string::npos)
+      << first;
+  EXPECT_EQ(second.find("Last-Attempt-Date:"), std::string::npos) << second;
 }
 
 }  // namespace
