@@ -872,6 +872,7 @@ void Runtime::control(std::string_view line, int from_shard,
     field("spool_segments", t.spool_segments);
     field("spool_errors", t.spool_errors);
     field("spool_damage", t.spool_damage);
+    field("submission_auth_checks", t.submission_auth_checks);
     out += "}";
     done(std::move(out));
     return;
@@ -1092,6 +1093,7 @@ Runtime::Totals Runtime::totals() const {
     t.spool_damage += st.spool_damage.load(std::memory_order_relaxed);
     t.spool_segments += st.spool_segments.load(std::memory_order_relaxed);
     t.spool_errors += st.spool_errors.load(std::memory_order_relaxed);
+    t.submission_auth_checks += st.submission_auth_checks.load(std::memory_order_relaxed);
   }
   t.unfinished = unfinished();
   t.queued_bytes = queued_bytes();

@@ -249,13 +249,12 @@ bool Submission::check_auth(Conn* c, const proto::AuthRequest& a) {
   });
   if (queued) {
     ++auth_inflight_;
+    shard_.stats().submission_auth_checks.fetch_add(1, std::memory_order_relaxed);
   }
   return queued;
 }
 
-void Submission::auth_failed(const std::string& key, const std::string& peer,
-                             std::string_view user) {
-  limiter_.record_failure(key, shard_.clock().now());
+void Submission::log_auth_failure(const std::string& peer, std::string_view user) {
   RM_LOG_WARN("submission: AUTH failed for user=%s from %s",
               submission_internal::printable(user).c_str(), peer.c_str());
 }
@@ -263,8 +262,11 @@ void Submission::auth_failed(const std::string& key, const std::string& peer,
 void Submission::on_auth_result(uint64_t conn, const std::string& key, const std::string& peer,
                                 const std::string& user, bool ok) {
   --auth_inflight_;
+  // The attempt was counted when it was queued (Conn::on_auth); a failure
+  // stays counted even if the client has left, a success gives it back.
+  limiter_.end(key, shard_.clock().now(), /*failed=*/!ok);
   if (!ok) {
-    auth_failed(key, peer, user);  // counted even if the client has left
+    log_auth_failure(peer, user);
   }
   auto it = conns_.find(conn);
   if (it == conns_.end()) {

@@ -23,10 +23,13 @@
 ///     (CVE-2011-0411) and forgets all pre-TLS state (RFC 3207 4.2).
 ///   - AUTH PLAIN/LOGIN, only under TLS: checked against the credentials
 ///     file (submission_auth.h). An authzid other than the user is refused.
-///     After submission.auth_fail_limit failures from one client address
-///     within submission.auth_fail_window, AUTH gets 454 4.7.0 at once (no
-///     password check, no delay held on the shard). Checks themselves run
-///     on an AuthWorker thread (PBKDF2 takes ~250 ms here): the session
+///     Once submission.auth_fail_limit attempts from one client address
+///     have failed or are still being checked within
+///     submission.auth_fail_window, AUTH gets 454 4.7.0 at once (no
+///     password check, no delay held on the shard): an attempt counts from
+///     the moment its check is queued, so concurrent attempts cannot race
+///     past the limit; a success gives its count back. Checks themselves
+///     run on an AuthWorker thread (PBKDF2 takes ~250 ms here): the session
 ///     waits, the shard does not.
 ///
 /// Limits, each with its reply:
@@ -50,7 +53,8 @@
 ///
 /// Thread safety: shard 0's thread only. Diagnostics: one log line per
 /// AUTH failure ("submission: AUTH failed for user=... from ADDR"), for
-/// fail2ban-style tools.
+/// fail2ban-style tools; the stats counter submission_auth_checks
+/// (ShardStats).
 /// See also: engine/submission_auth.h, engine/tls.h, docs/tls.md.
 #pragma once
 
@@ -132,10 +136,12 @@ class Submission {
   void release_slot(Conn* c);
   void on_ack(uint64_t conn, proto::Ack ack);
   /// Queues `a` on the AuthWorker; false when it is busy (or AUTH is off).
+  /// The caller has counted the attempt (AuthFailureLimiter::begin()); the
+  /// result ends it (on_auth_result()).
   bool check_auth(Conn* c, const proto::AuthRequest& a);
   void on_auth_result(uint64_t conn, const std::string& key, const std::string& peer,
                       const std::string& user, bool ok);
-  void auth_failed(const std::string& key, const std::string& peer, std::string_view user);
+  void log_auth_failure(const std::string& peer, std::string_view user);
 
   Shard& shard_;
   std::vector<std::unique_ptr<Listener>> listeners_;

@@ -179,16 +179,21 @@ void Submission::Conn::on_ack(proto::Ack ack) {
 void Submission::Conn::on_auth(const proto::AuthRequest& a) {
   AuthFailureLimiter& limiter = owner_.limiter_;
   TimePoint now = shard_.clock().now();
-  if (limiter.blocked(key_, now)) {
-    RM_LOG_WARN("submission: AUTH refused from %s: too many failures (auth_fail_limit)",
-                peer_.c_str());
+  // Counted before the check, as pending: attempts sent at once from one
+  // address start at most auth_fail_limit checks.
+  if (!limiter.begin(key_, now)) {
+    RM_LOG_WARN(
+        "submission: AUTH refused from %s: too many failed or pending attempts "
+        "(auth_fail_limit)",
+        peer_.c_str());
     session_.respond(454, "4.7.0 Too many failed authentication attempts; try again later");
     return;
   }
   if (!a.authzid.empty() && a.authzid != a.user) {
     // An authorization identity other than the user would let one account
     // act as another: refused like a bad password.
-    owner_.auth_failed(key_, peer_, a.user);
+    limiter.end(key_, now, /*failed=*/true);
+    owner_.log_auth_failure(peer_, a.user);
     session_.respond(535, "5.7.8 Authentication credentials invalid");
     return;
   }
@@ -196,6 +201,7 @@ void Submission::Conn::on_auth(const proto::AuthRequest& a) {
   auth_user_ = printable(a.user);
   auth_mech_ = a.mechanism;
   if (!owner_.check_auth(this, a)) {
+    limiter.end(key_, now, /*failed=*/false);  // never checked
     waiting_ = false;
     session_.respond(454, "4.3.2 Authentication service busy; try again later");
   }

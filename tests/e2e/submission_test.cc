@@ -359,6 +359,42 @@ TEST_F(SubmissionTest, AuthFailuresAreRateLimitedPerAddress) {
   EXPECT_EQ(c2->command(plain_auth("alice", "correct horse")).code, 454);
 }
 
+TEST_F(SubmissionTest, ConcurrentBadAuthFromOneAddressRunsAtMostTheLimitOfChecks) {
+  // carol's entry costs about 50 ms per check: far longer than it takes
+  // all twenty attempts to arrive.
+  std::string log;
+  ASSERT_TRUE(run_shell(
+      dir_.path(), "printf 'slow pw\\n' | '" + passwd_path() + "' -i 20000 carol >> creds.txt\n",
+      &log))
+      << log;
+  start("auth_fail_limit = 5\nauth_fail_window = \"60s\"\n");
+  std::vector<std::unique_ptr<SmtpTestClient>> cs;
+  for (int i = 0; i < 20; ++i) {
+    cs.push_back(client(ports_.implicit, /*tls=*/true));
+    ASSERT_EQ(cs.back()->command("EHLO client.test").code, 250);
+  }
+  for (auto& c : cs) {
+    ASSERT_TRUE(c->send(plain_auth("carol", "wrong") + "\r\n"));
+  }
+  size_t refused = 0, limited = 0;
+  for (auto& c : cs) {
+    Reply r = c->read_reply();
+    if (r.code == 535) {
+      ++refused;
+    } else if (r.code == 454 && r.str().find("4.7.0") != std::string::npos) {
+      ++limited;
+    } else {
+      ADD_FAILURE() << "unexpected reply " << r.str();
+    }
+  }
+  uint64_t checks = eng_.engine->stats().submission_auth_checks;
+  EXPECT_LE(checks, 5u);
+  EXPECT_EQ(refused, checks);
+  EXPECT_EQ(limited, 20u - refused);
+  // The window is full: even the right password waits for it to end.
+  EXPECT_EQ(cs[0]->command(plain_auth("carol", "slow pw")).code, 454);
+}
+
 TEST_F(SubmissionTest, AuthzidOtherThanTheUserIsRefused) {
   start();
   auto c = starttls_client();
