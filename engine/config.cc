@@ -154,8 +154,14 @@ max_line = 2048
 max_commands = 10000
 max_errors = 20
 idle_timeout = "300s"
+command_timeout = "60s"
+data_min_rate = "1KiB"     # bytes per second, after data_rate_grace
+data_rate_grace = "30s"
 max_sessions = 1000
 max_sessions_per_ip = 20
+reclaim_idle_after = "10s"
+tls_handshake_timeout = "10s"
+max_tls_handshakes = 100
 auth_fail_limit = 5
 auth_fail_window = "60s"
 
@@ -976,7 +982,14 @@ Result<void> read_submission(Section& s, SubmissionConfig* c) {
   RM_TRY(s.integer("max_errors", &c->max_errors, 1, 10'000));
   RM_TRY(s.duration("idle_timeout", &c->idle_timeout, Millis(100), Millis(3'600'000)));
   RM_TRY(s.integer("max_sessions", &c->max_sessions, 1, 1'000'000));
+  RM_TRY(s.duration("command_timeout", &c->command_timeout, Millis(100), Millis(3'600'000)));
+  RM_TRY(s.bytes("data_min_rate", &c->data_min_rate, 1, 1ull << 30));
+  RM_TRY(s.duration("data_rate_grace", &c->data_rate_grace, Millis(100), Millis(3'600'000)));
   RM_TRY(s.integer("max_sessions_per_ip", &c->max_sessions_per_ip, 1, 1'000'000));
+  RM_TRY(s.duration("reclaim_idle_after", &c->reclaim_idle_after, Millis(0), Millis(3'600'000)));
+  RM_TRY(
+      s.duration("tls_handshake_timeout", &c->tls_handshake_timeout, Millis(100), Millis(600'000)));
+  RM_TRY(s.integer("max_tls_handshakes", &c->max_tls_handshakes, 1, 100'000));
   RM_TRY(s.integer("auth_fail_limit", &c->auth_fail_limit, 1, 10'000));
   RM_TRY(s.duration("auth_fail_window", &c->auth_fail_window, Millis(1'000), Millis(86'400'000)));
   auto listeners = s.tables("listeners");

@@ -227,9 +227,31 @@ struct SubmissionConfig {
   uint32_t max_line = 2048;
   uint32_t max_commands = 10'000;
   uint32_t max_errors = 20;
-  Millis idle_timeout{300'000};
+  Millis idle_timeout{300'000};  // without any input: 421 4.4.2
+  /// A command or AUTH response line must be complete this long after its
+  /// first byte arrived (421 4.4.2), however it is trickled. Threat: a
+  /// client that sends one byte per idle_timeout holds a session forever.
+  Millis command_timeout{60'000};
+  /// Message content (DATA, or every chunk of one BDAT transfer) must keep
+  /// up an average of data_min_rate bytes/s once data_rate_grace has
+  /// passed: its deadline is start + grace + bytes / rate (421 4.4.2, the
+  /// message is not accepted). Threat: a body trickled below idle_timeout.
+  uint64_t data_min_rate = 1024;
+  Millis data_rate_grace{30'000};
   uint32_t max_sessions = 1000;
   uint32_t max_sessions_per_ip = 20;
+  /// With max_sessions reached, a session that has waited this long for a
+  /// command is closed (421 4.3.2) to admit a new client; sessions outside
+  /// a transaction go first. Threat: many addresses, each under
+  /// max_sessions_per_ip, holding every session idle.
+  Millis reclaim_idle_after{10'000};
+  /// Listener-side TLS handshake deadline (implicit TLS and STARTTLS);
+  /// tls.handshake_timeout is the client side's.
+  Millis tls_handshake_timeout{10'000};
+  /// Connections in a TLS handshake, counted apart from max_sessions; when
+  /// full, the oldest handshake is dropped for the new one. Threat: a flood
+  /// of connections that never handshake.
+  uint32_t max_tls_handshakes = 100;
   uint32_t auth_fail_limit = 5;  // failed AUTH per client address per window
   Millis auth_fail_window{60'000};
 };

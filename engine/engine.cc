@@ -79,6 +79,9 @@ Stats Engine::stats() const {
   s.spool_damage = t.spool_damage;
   s.spool_segments = t.spool_segments;
   s.spool_errors = t.spool_errors;
+  s.submission_auth_checks = t.submission_auth_checks;
+  s.submission_reclaimed = t.submission_reclaimed;
+  s.submission_timeouts = t.submission_timeouts;
   return s;
 }
 

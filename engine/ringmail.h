@@ -75,6 +75,9 @@ struct Stats {
   uint64_t spool_damage = 0;    // damaged spool records found at start (reported in the log)
   uint64_t spool_segments = 0;  // spool segment files in use
   uint64_t spool_errors = 0;    // failed spool writes or fsyncs
+  uint64_t submission_auth_checks = 0;  // AUTH password checks run (each a PBKDF2)
+  uint64_t submission_reclaimed = 0;    // idle submission sessions closed to admit a client
+  uint64_t submission_timeouts = 0;     // submission clients cut off by a deadline
 };
 
 class Engine {

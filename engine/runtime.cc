@@ -946,6 +946,9 @@ void Runtime::control(std::string_view line, int from_shard,
     field("spool_segments", t.spool_segments);
     field("spool_errors", t.spool_errors);
     field("spool_damage", t.spool_damage);
+    field("submission_auth_checks", t.submission_auth_checks);
+    field("submission_reclaimed", t.submission_reclaimed);
+    field("submission_timeouts", t.submission_timeouts);
     out += "}";
     done(std::move(out));
     return;
@@ -1166,6 +1169,9 @@ Runtime::Totals Runtime::totals() const {
     t.spool_damage += st.spool_damage.load(std::memory_order_relaxed);
     t.spool_segments += st.spool_segments.load(std::memory_order_relaxed);
     t.spool_errors += st.spool_errors.load(std::memory_order_relaxed);
+    t.submission_auth_checks += st.submission_auth_checks.load(std::memory_order_relaxed);
+    t.submission_reclaimed += st.submission_reclaimed.load(std::memory_order_relaxed);
+    t.submission_timeouts += st.submission_timeouts.load(std::memory_order_relaxed);
   }
   t.unfinished = unfinished();
   t.queued_bytes = queued_bytes();

@@ -110,7 +110,8 @@ class Runtime {
   struct Totals {
     uint64_t delivered = 0, deferred = 0, bounced = 0, dropped = 0, connections_opened = 0,
              transactions = 0, unknown_outcomes = 0, unfinished = 0, queued_bytes = 0,
-             spool_damage = 0, spool_segments = 0, spool_errors = 0;
+             spool_damage = 0, spool_segments = 0, spool_errors = 0, submission_auth_checks = 0,
+             submission_reclaimed = 0, submission_timeouts = 0;
   };
   Totals totals() const;
 

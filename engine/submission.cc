@@ -164,30 +164,41 @@ void Submission::on_accept(Listener& l, int res, uint32_t flags) {
     if (::getpeername(res, reinterpret_cast<sockaddr*>(&peer), &len) != 0) {
       ::close(res);  // already gone
     } else {
-      const SubmissionConfig& sc = shard_.config().submission;
-      std::string key = client_key(peer);
-      auto it = per_client_.find(key);
-      uint32_t mine = it == per_client_.end() ? 0 : it->second;
-      const char* refusal = admitted_ >= sc.max_sessions     ? "too many sessions"
-                            : mine >= sc.max_sessions_per_ip ? "too many sessions from your address"
-                                                             : nullptr;
-      if (refusal != nullptr) {
-        refuse(l, res, refusal);
-      } else {
-        int one = 1;
-        ::setsockopt(res, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        auto* c = new Conn(*this, l, res, peer, next_id_++);
-        conns_.emplace(c->id(), c);
-        ++per_client_[key];
-        ++admitted_;
-        c->slot_held_ = true;
-        Conn::run(c, [](Conn* conn) { conn->start(); });
-      }
+      admit(l, res, peer);
     }
   }
   if (!more && !stopping_) {
     arm_accept(l);
   }
+}
+
+void Submission::admit(Listener& l, int fd, const sockaddr_storage& peer) {
+  const SubmissionConfig& sc = shard_.config().submission;
+  TimePoint now = shard_.clock().now();
+  std::string key = client_key(peer);
+  auto it = per_client_.find(key);
+  uint32_t mine = it == per_client_.end() ? 0 : it->second;
+  // An implicit-TLS client takes a handshake slot first; a session only
+  // once it has finished the handshake (finish_handshake()).
+  bool implicit = l.cfg->tls == SubmissionListener::Tls::kImplicit;
+  const char* refusal = nullptr;
+  if (mine >= sc.max_sessions_per_ip) {
+    refusal = "too many sessions from your address";  // checked first: reclaims nothing
+  } else if (implicit ? !can_admit(now) : !take_session_slot(now)) {
+    refusal = "too many sessions";
+  }
+  if (refusal != nullptr) {
+    refuse(l, fd, refusal);
+    return;
+  }
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  auto* c = new Conn(*this, l, fd, peer, next_id_++);
+  conns_.emplace(c->id(), c);
+  ++per_client_[key];
+  c->counted_ = true;
+  c->slot_ = implicit ? Slot::kNone : Slot::kSession;
+  Conn::run(c, [](Conn* conn) { conn->start(); });
 }
 
 // Over a limit: no session object at all (threat: a connection flood must
@@ -217,15 +228,124 @@ bool Submission::trusted(const sockaddr_storage& addr) const {
 }
 
 void Submission::release_slot(Conn* c) {
-  if (!c->slot_held_) {
+  if (c->wait_.list != nullptr) {
+    c->wait_.list->remove(c);
+  }
+  if (c->slot_ == Slot::kSession) {
+    --admitted_;
+  }
+  c->slot_ = Slot::kNone;
+  if (!c->counted_) {
     return;
   }
-  c->slot_held_ = false;
+  c->counted_ = false;
   auto it = per_client_.find(c->key());
   if (it != per_client_.end() && --it->second == 0) {
     per_client_.erase(it);
   }
-  --admitted_;
+}
+
+Submission::Conn* Submission::reclaim_candidate(TimePoint now) const {
+  const Millis after = shard_.config().submission.reclaim_idle_after;
+  for (const WaitList* l : {&idle_, &idle_tx_}) {
+    Conn* c = l->front();
+    if (c != nullptr && now - c->wait_.since >= after) {
+      return c;
+    }
+  }
+  return nullptr;
+}
+
+bool Submission::can_admit(TimePoint now) const {
+  return admitted_ < shard_.config().submission.max_sessions || reclaim_candidate(now) != nullptr;
+}
+
+bool Submission::take_session_slot(TimePoint now) {
+  if (admitted_ >= shard_.config().submission.max_sessions) {
+    Conn* victim = reclaim_candidate(now);
+    if (victim == nullptr) {
+      return false;
+    }
+    ++reclaimed_;
+    shard_.stats().submission_reclaimed.fetch_add(1, std::memory_order_relaxed);
+    if (reclaimed_ == 1 || reclaimed_ % 1000 == 0) {
+      RM_LOG_WARN(
+          "submission: max_sessions reached: closed the session waiting longest for a command "
+          "(%llu so far)",
+          static_cast<unsigned long long>(reclaimed_));
+    }
+    Conn::run(victim, [](Conn* v) { v->reclaim(); });  // releases its slot
+    if (admitted_ >= shard_.config().submission.max_sessions) {
+      return false;
+    }
+  }
+  ++admitted_;
+  return true;
+}
+
+void Submission::begin_handshake(Conn* c, TimePoint now) {
+  if (c->wait_.list != nullptr) {
+    c->wait_.list->remove(c);
+  }
+  if (c->slot_ == Slot::kSession) {
+    --admitted_;
+  }
+  c->slot_ = Slot::kHandshake;
+  if (handshakes_.size() >= shard_.config().submission.max_tls_handshakes) {
+    // Threat: connections that never finish a handshake. The oldest has
+    // had the longest to finish; dropping it (rather than refusing the
+    // newcomer) serves every client that finishes its handshake before
+    // max_tls_handshakes newer connections arrive, whatever the flood
+    // left behind.
+    ++dropped_;
+    if (dropped_ == 1 || dropped_ % 1000 == 0) {
+      RM_LOG_WARN(
+          "submission: max_tls_handshakes reached: dropped the oldest handshake (%llu so far)",
+          static_cast<unsigned long long>(dropped_));
+    }
+    Conn::run(handshakes_.front(), [](Conn* o) { o->finish(); });  // releases its slot
+  }
+  handshakes_.push_back(c, now);
+}
+
+bool Submission::finish_handshake(Conn* c, TimePoint now) {
+  if (c->wait_.list == &handshakes_) {
+    handshakes_.remove(c);
+  }
+  c->slot_ = Slot::kNone;
+  if (!take_session_slot(now)) {
+    return false;
+  }
+  c->slot_ = Slot::kSession;
+  return true;
+}
+
+void Submission::WaitList::push_back(Conn* c, TimePoint since) {
+  RM_ASSERT(c->wait_.list == nullptr);
+  c->wait_ = WaitLink{tail_, nullptr, this, since};
+  if (tail_ != nullptr) {
+    tail_->wait_.next = c;
+  } else {
+    head_ = c;
+  }
+  tail_ = c;
+  ++size_;
+}
+
+void Submission::WaitList::remove(Conn* c) {
+  RM_ASSERT(c->wait_.list == this);
+  if (c->wait_.prev != nullptr) {
+    c->wait_.prev->wait_.next = c->wait_.next;
+  } else {
+    head_ = c->wait_.next;
+  }
+  if (c->wait_.next != nullptr) {
+    c->wait_.next->wait_.prev = c->wait_.prev;
+  } else {
+    tail_ = c->wait_.prev;
+  }
+  c->wait_ = WaitLink{};
+  --size_;
 }
 
 void Submission::conn_closed(Conn* c) {
@@ -249,13 +369,12 @@ bool Submission::check_auth(Conn* c, const proto::AuthRequest& a) {
   });
   if (queued) {
     ++auth_inflight_;
+    shard_.stats().submission_auth_checks.fetch_add(1, std::memory_order_relaxed);
   }
   return queued;
 }
 
-void Submission::auth_failed(const std::string& key, const std::string& peer,
-                             std::string_view user) {
-  limiter_.record_failure(key, shard_.clock().now());
+void Submission::log_auth_failure(const std::string& peer, std::string_view user) {
   RM_LOG_WARN("submission: AUTH failed for user=%s from %s",
               submission_internal::printable(user).c_str(), peer.c_str());
 }
@@ -263,8 +382,11 @@ void Submission::auth_failed(const std::string& key, const std::string& peer,
 void Submission::on_auth_result(uint64_t conn, const std::string& key, const std::string& peer,
                                 const std::string& user, bool ok) {
   --auth_inflight_;
+  // The attempt was counted when it was queued (Conn::on_auth); a failure
+  // stays counted even if the client has left, a success gives it back.
+  limiter_.end(key, shard_.clock().now(), /*failed=*/!ok);
   if (!ok) {
-    auth_failed(key, peer, user);  // counted even if the client has left
+    log_auth_failure(peer, user);
   }
   auto it = conns_.find(conn);
   if (it == conns_.end()) {

@@ -305,28 +305,70 @@ bool AuthFailureLimiter::blocked(const std::string& addr, TimePoint now) {
     // cannot track may not try.
     return entries_.size() >= kMaxTracked && !make_room(now);
   }
-  if (now >= it->second.start + window_) {
-    entries_.erase(it);
-    return false;
+  Entry& e = it->second;
+  if (now >= e.start + window_) {
+    if (e.pending == 0) {
+      entries_.erase(it);
+      return false;
+    }
+    e.start = now;
+    e.failures = 0;
   }
-  return it->second.failures >= limit_;
+  return e.failures + e.pending >= limit_;
 }
 
-void AuthFailureLimiter::record_failure(const std::string& addr, TimePoint now) {
+AuthFailureLimiter::Entry* AuthFailureLimiter::entry(const std::string& addr, TimePoint now) {
   auto it = entries_.find(addr);
   if (it == entries_.end()) {
     if (entries_.size() >= kMaxTracked && !make_room(now)) {
-      return;
+      return nullptr;
     }
-    it = entries_.emplace(addr, Entry{now, 0}).first;
-  } else if (now >= it->second.start + window_) {
-    it->second = Entry{now, 0};
+    return &entries_.emplace(addr, Entry{now, 0, 0}).first->second;
   }
-  ++it->second.failures;
+  Entry& e = it->second;
+  if (now >= e.start + window_) {
+    e.start = now;
+    e.failures = 0;
+  }
+  return &e;
+}
+
+bool AuthFailureLimiter::begin(const std::string& addr, TimePoint now) {
+  if (blocked(addr, now)) {
+    return false;
+  }
+  Entry* e = entry(addr, now);
+  if (e == nullptr) {
+    return false;
+  }
+  ++e->pending;
+  return true;
+}
+
+void AuthFailureLimiter::end(const std::string& addr, TimePoint now, bool failed) {
+  Entry* e = entry(addr, now);  // an entry with pending checks is never dropped
+  if (e == nullptr) {
+    return;
+  }
+  if (e->pending > 0) {
+    --e->pending;
+  }
+  if (failed) {
+    ++e->failures;
+  }
+}
+
+void AuthFailureLimiter::record_failure(const std::string& addr, TimePoint now) {
+  Entry* e = entry(addr, now);
+  if (e != nullptr) {
+    ++e->failures;
+  }
 }
 
 bool AuthFailureLimiter::make_room(TimePoint now) {
-  std::erase_if(entries_, [&](const auto& kv) { return now >= kv.second.start + window_; });
+  std::erase_if(entries_, [&](const auto& kv) {
+    return kv.second.pending == 0 && now >= kv.second.start + window_;
+  });
   return entries_.size() < kMaxTracked;
 }
 

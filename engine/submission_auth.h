@@ -135,15 +135,29 @@ class AuthWorker {
 /// once `limit` failures are counted in the current window, blocked() is
 /// true until it ends. Threat: password guessing and spraying; a blocked
 /// address gets a 4xx at once, without a PBKDF2 run.
+/// An attempt counts from the moment its check starts (begin(): pending)
+/// until its result (end()): a failure stays counted, a success gives its
+/// count back. So concurrent attempts from one address (threat: twenty
+/// sessions sending AUTH at once, all before the first result) never start
+/// more than `limit` checks.
 /// Bounds: at most kMaxTracked addresses. When full, windows that ended are
-/// dropped; if every entry is live, new addresses are blocked (fail closed:
-/// an attacker filling the table must not unblock itself).
+/// dropped (never an address with checks pending); if every entry is live,
+/// new addresses are blocked (fail closed: an attacker filling the table
+/// must not unblock itself).
 class AuthFailureLimiter {
  public:
   static constexpr size_t kMaxTracked = 65'536;
 
   AuthFailureLimiter(uint32_t limit, Millis window) : limit_(limit), window_(window) {}
+  /// True when failures plus pending checks have reached the limit.
   bool blocked(const std::string& addr, TimePoint now);
+  /// Counts an attempt whose check is about to start. False, with nothing
+  /// counted, when `addr` is blocked.
+  [[nodiscard]] bool begin(const std::string& addr, TimePoint now);
+  /// The check of an attempt counted by begin() ended (or never ran:
+  /// failed = false). A failure counts in the window current at `now`.
+  void end(const std::string& addr, TimePoint now, bool failed);
+  /// A failure decided without a check.
   void record_failure(const std::string& addr, TimePoint now);
   size_t tracked() const { return entries_.size(); }
 
@@ -151,7 +165,11 @@ class AuthFailureLimiter {
   struct Entry {
     TimePoint start;
     uint32_t failures = 0;
+    uint32_t pending = 0;  // checks started and not yet ended
   };
+  /// The entry for `addr` with its window brought up to `now`, created when
+  /// missing; null when the table is full of live entries.
+  Entry* entry(const std::string& addr, TimePoint now);
   bool make_room(TimePoint now);
 
   uint32_t limit_;

@@ -1,6 +1,8 @@
 // One submission client: the session's decisions (see submission.h).
 #include "engine/submission_conn.h"
 
+#include <algorithm>
+
 namespace ringmail::engine {
 
 using proto::DecisionKind;
@@ -59,6 +61,71 @@ void Submission::Conn::drive() {
   }
   flush();
   arm_recv();
+  update_deadlines();
+}
+
+// After the session moved: which deadlines run, and whether the session is
+// one that may be reclaimed (see submission.h).
+void Submission::Conn::update_deadlines() {
+  using Awaiting = proto::ServerSession::Awaiting;
+  TimePoint now = shard_.clock().now();
+  const bool open = state_ == State::kOpen && !tls_handshaking_ && !waiting_;
+  const Awaiting awaiting = open ? session_.awaiting() : Awaiting::kNothing;
+  const bool progressed = session_.commands() != command_mark_;
+  // A line: timed from its first byte. Lines that completed end their
+  // deadline; one begun behind them (pipelined, or left while a decision
+  // was pending) gets its own.
+  if (awaiting != Awaiting::kLine) {
+    command_timer_.cancel();
+  } else if (session_.partial_line() || in_begin_ != in_end_) {
+    if (!command_timer_.armed() || progressed) {
+      arm_command_deadline(now);
+    }
+  } else if (progressed) {
+    command_timer_.cancel();  // nothing of the next line yet
+  }
+  // Message content: from its start (the 354, or the first BDAT chunk
+  // until the LAST one), grace + bytes / data_min_rate.
+  if (awaiting == Awaiting::kContent || (awaiting == Awaiting::kLine && session_.chunking())) {
+    const SubmissionConfig& sc = shard_.config().submission;
+    if (!content_started_) {
+      content_started_ = true;
+      content_start_ = now;
+      content_base_ = session_.content_bytes();
+    }
+    // Saturated: bytes beyond 2^50 change nothing that matters.
+    uint64_t got = std::min<uint64_t>(session_.content_bytes() - content_base_, 1ull << 50);
+    auto allowed = sc.data_rate_grace + Millis(got * 1000 / sc.data_min_rate);
+    shard_.timers().schedule(&content_timer_, content_start_ + allowed);
+  } else {
+    content_started_ = false;
+    content_timer_.cancel();
+  }
+  // Waiting for a command: reclaimable when max_sessions is full; the
+  // wait is timed from the last completed command.
+  WaitList* list = nullptr;
+  if (awaiting == Awaiting::kLine && !session_.chunking() && slot_ == Slot::kSession) {
+    list = session_.in_transaction() ? &owner_.idle_tx_ : &owner_.idle_;
+  }
+  bool moved = list != wait_.list || (list != nullptr && session_.commands() != wait_mark_);
+  if (wait_.list != &owner_.handshakes_ && moved) {
+    if (wait_.list != nullptr) {
+      wait_.list->remove(this);
+    }
+    if (list != nullptr) {
+      list->push_back(this, now);
+    }
+  }
+  wait_mark_ = session_.commands();
+}
+
+void Submission::Conn::cut_off(std::string_view why, const char* limit) {
+  RM_LOG_INFO("submission: %.*s from %s (%s): closing", static_cast<int>(why.size()), why.data(),
+              peer_.c_str(), limit);
+  shard_.stats().submission_timeouts.fetch_add(1, std::memory_order_relaxed);
+  session_.close_with(421, "4.4.2 " + session_config().hostname + " Error: " + std::string(why));
+  take_output();
+  begin_close();
 }
 
 void Submission::Conn::decide() {
@@ -179,16 +246,21 @@ void Submission::Conn::on_ack(proto::Ack ack) {
 void Submission::Conn::on_auth(const proto::AuthRequest& a) {
   AuthFailureLimiter& limiter = owner_.limiter_;
   TimePoint now = shard_.clock().now();
-  if (limiter.blocked(key_, now)) {
-    RM_LOG_WARN("submission: AUTH refused from %s: too many failures (auth_fail_limit)",
-                peer_.c_str());
+  // Counted before the check, as pending: attempts sent at once from one
+  // address start at most auth_fail_limit checks.
+  if (!limiter.begin(key_, now)) {
+    RM_LOG_WARN(
+        "submission: AUTH refused from %s: too many failed or pending attempts "
+        "(auth_fail_limit)",
+        peer_.c_str());
     session_.respond(454, "4.7.0 Too many failed authentication attempts; try again later");
     return;
   }
   if (!a.authzid.empty() && a.authzid != a.user) {
     // An authorization identity other than the user would let one account
     // act as another: refused like a bad password.
-    owner_.auth_failed(key_, peer_, a.user);
+    limiter.end(key_, now, /*failed=*/true);
+    owner_.log_auth_failure(peer_, a.user);
     session_.respond(535, "5.7.8 Authentication credentials invalid");
     return;
   }
@@ -196,6 +268,7 @@ void Submission::Conn::on_auth(const proto::AuthRequest& a) {
   auth_user_ = printable(a.user);
   auth_mech_ = a.mechanism;
   if (!owner_.check_auth(this, a)) {
+    limiter.end(key_, now, /*failed=*/false);  // never checked
     waiting_ = false;
     session_.respond(454, "4.3.2 Authentication service busy; try again later");
   }

@@ -66,7 +66,9 @@ class Submission::Conn {
         trusted_(owner.trusted(peer)),
         session_(l.server),
         idle_timer_(&Conn::on_idle_timer, this),
-        tls_timer_(&Conn::on_tls_timer, this) {
+        tls_timer_(&Conn::on_tls_timer, this),
+        command_timer_(&Conn::on_command_timer, this),
+        content_timer_(&Conn::on_content_timer, this) {
     recv_op_.conn = this;
     recv_op_.fn = &Conn::on_recv;
     send_op_.conn = this;
@@ -96,6 +98,20 @@ class Submission::Conn {
     drive();
   }
 
+  /// max_sessions is full and this session has waited longest for a
+  /// command: it makes room for a newcomer.
+  void reclaim() {
+    if (state_ != State::kOpen) {
+      return;
+    }
+    RM_LOG_INFO("submission: closing the idle session of %s for a new client (max_sessions)",
+                peer_.c_str());
+    session_.close_with(
+        421, "4.3.2 " + session_config().hostname + " Error: too many sessions; closing idle ones");
+    take_output();
+    begin_close();
+  }
+
   /// The engine is stopping.
   void shutdown_now() {
     if (state_ != State::kOpen) {
@@ -120,8 +136,7 @@ class Submission::Conn {
       return false;
     }
     retired_ = true;
-    idle_timer_.cancel();
-    tls_timer_.cancel();
+    cancel_timers();
     ::close(fd_);
     fd_ = -1;
     owner_.conn_closed(this);
@@ -174,8 +189,9 @@ class Submission::Conn {
     }
     tls_ = std::move(*ch);
     tls_handshaking_ = true;
-    shard_.timers().schedule(&tls_timer_,
-                             shard_.clock().now() + shard_.config().tls.handshake_timeout);
+    TimePoint now = shard_.clock().now();
+    owner_.begin_handshake(this, now);
+    shard_.timers().schedule(&tls_timer_, now + shard_.config().submission.tls_handshake_timeout);
   }
 
   void continue_handshake() {
@@ -194,11 +210,18 @@ class Submission::Conn {
       return;
     }
     tls_summary_ = tls_->summary();
+    // Out of the handshake slots; a session slot now, like any newcomer.
+    bool admitted = owner_.finish_handshake(this, shard_.clock().now());
     if (listener_.cfg->tls == SubmissionListener::Tls::kImplicit) {
       session_.set_tls_active(true);
-      session_.start();
+      if (admitted) {
+        session_.start();
+      }
     } else {
       session_.tls_established();
+    }
+    if (!admitted) {
+      session_.close_with(421, "4.7.0 " + session_config().hostname + " Error: too many sessions");
     }
     take_output();
   }
@@ -364,6 +387,12 @@ class Submission::Conn {
       return;
     }
     touch_idle();
+    if (!command_timer_.armed() && !tls_handshaking_ && !waiting_ &&
+        session_.awaiting() == proto::ServerSession::Awaiting::kLine) {
+      // The first byte of a line (over TLS, maybe of a record still
+      // incomplete): the line is timed from here.
+      arm_command_deadline(shard_.clock().now());
+    }
     auto n = static_cast<size_t>(res);
     if (tls_ != nullptr) {
       // The receive may have been armed into in_ before STARTTLS was
@@ -400,12 +429,49 @@ class Submission::Conn {
   static void on_tls_timer(void* self) {
     run(static_cast<Conn*>(self), [](Conn* c) {
       if (c->tls_handshaking_) {
-        RM_LOG_INFO("submission: TLS handshake from %s not completed within %lldms",
-                    c->peer_.c_str(),
-                    static_cast<long long>(c->shard_.config().tls.handshake_timeout.count()));
+        RM_LOG_INFO(
+            "submission: TLS handshake from %s not completed within %lldms", c->peer_.c_str(),
+            static_cast<long long>(c->shard_.config().submission.tls_handshake_timeout.count()));
+        c->shard_.stats().submission_timeouts.fetch_add(1, std::memory_order_relaxed);
         c->finish();
       }
     });
+  }
+
+  // --- deadlines on the client's input (see submission.h) ----------------
+  void arm_command_deadline(TimePoint now) {
+    command_mark_ = session_.commands();
+    shard_.timers().schedule(&command_timer_, now + shard_.config().submission.command_timeout);
+  }
+
+  /// After the session moved: which deadlines run, and whether the session
+  /// is one that may be reclaimed.
+  void update_deadlines();
+  /// A deadline passed: 421 4.4.2 with `why`, and close; the log names
+  /// the `limit` (its configuration key).
+  void cut_off(std::string_view why, const char* limit);
+
+  static void on_command_timer(void* self) {
+    run(static_cast<Conn*>(self), [](Conn* c) {
+      if (c->state_ == State::kOpen && !c->tls_handshaking_ && !c->waiting_) {
+        c->cut_off("command timeout exceeded", "command_timeout");
+      }
+    });
+  }
+
+  static void on_content_timer(void* self) {
+    run(static_cast<Conn*>(self), [](Conn* c) {
+      if (c->state_ == State::kOpen && !c->tls_handshaking_ && !c->waiting_) {
+        c->cut_off("message data too slow", "data_min_rate");
+      }
+    });
+  }
+
+  void cancel_timers() {
+    idle_timer_.cancel();
+    tls_timer_.cancel();
+    command_timer_.cancel();
+    content_timer_.cancel();
   }
 
   void begin_close() {
@@ -414,6 +480,8 @@ class Submission::Conn {
     }
     state_ = State::kClosing;
     output_blocked_ = false;
+    command_timer_.cancel();
+    content_timer_.cancel();
     if (tls_up() && !tls_failed_) {
       tls_->close_notify();
       tls_->take_output(&queued_);
@@ -430,8 +498,7 @@ class Submission::Conn {
     }
     state_ = State::kDead;
     owner_.release_slot(this);
-    idle_timer_.cancel();
-    tls_timer_.cancel();
+    cancel_timers();
     // The socket is closed only after these CQEs: a queued SQE must never
     // meet a reused fd number.
     if (recv_armed_) {
@@ -459,11 +526,20 @@ class Submission::Conn {
   proto::ServerSession session_;
   Op recv_op_, send_op_, cancel_op_;
   Timer idle_timer_, tls_timer_;
+  Timer command_timer_;  // submission.command_timeout for the line being received
+  Timer content_timer_;  // data_rate_grace + bytes / data_min_rate for the message
+  WaitLink wait_;        // in owner_.handshakes_, idle_ or idle_tx_
+  Slot slot_ = Slot::kNone;
+  bool counted_ = false;       // counted in owner_.per_client_
+  uint32_t command_mark_ = 0;  // session_.commands() when command_timer_ was armed
+  uint32_t wait_mark_ = 0;     // session_.commands() when wait_ was last placed
+  bool content_started_ = false;
+  TimePoint content_start_{};
+  uint64_t content_base_ = 0;  // session_.content_bytes() at content_start_
   std::unique_ptr<TlsChannel> tls_;
   std::string tls_summary_;
   State state_ = State::kOpen;
   uint32_t ops_ = 0;
-  bool slot_held_ = false;  // counted in per_client_ / admitted_
   bool retired_ = false;
   bool recv_armed_ = false;
   bool sending_ = false;

@@ -163,6 +163,25 @@ ServerSession::FeedResult ServerSession::feed(std::span<const char> in) {
   }
 }
 
+ServerSession::Awaiting ServerSession::awaiting() const {
+  if (decision_.kind != DecisionKind::kNone) {
+    return Awaiting::kNothing;
+  }
+  switch (phase_) {
+    case Phase::kCommand:
+    case Phase::kAuthResponse:
+      return Awaiting::kLine;
+    case Phase::kData:
+    case Phase::kBdat:
+      return Awaiting::kContent;
+    case Phase::kNotStarted:
+    case Phase::kTlsPending:
+    case Phase::kClosed:
+      break;
+  }
+  return Awaiting::kNothing;
+}
+
 bool ServerSession::count_command() {
   ++commands_;
   if (config_.max_commands != 0 && commands_ > config_.max_commands) {
@@ -406,6 +425,7 @@ void ServerSession::on_data() {
 size_t ServerSession::read_data(std::span<const char> in, bool* need_input) {
   ParseResult r = data_.feed(in, config_.keep_body ? &tx_.body : nullptr);
   tx_.body_size = data_.size();
+  content_bytes_ += r.consumed;
   if (r.status != ParseStatus::kDone) {
     *need_input = true;
     return r.consumed;
@@ -469,6 +489,7 @@ void ServerSession::scan_bdat_bytes(std::string_view bytes) {
 size_t ServerSession::read_bdat(std::span<const char> in, bool* need_input) {
   size_t n = static_cast<size_t>(std::min<uint64_t>(bdat_remaining_, in.size()));
   std::string_view chunk(in.data(), n);
+  content_bytes_ += n;
   if (bdat_refusal_code_ == 0) {
     uint64_t before = tx_.body_size;
     tx_.body_size += n;

@@ -399,6 +399,26 @@ class ServerSession {
   /// is dropped; further feed() calls return kClose.
   void close_with(uint16_t code, std::string_view text);
 
+  /// What the session waits for from the client, for the driver's
+  /// deadlines (the session reads no clock).
+  enum class Awaiting : uint8_t {
+    kNothing,  // not started, a decision pending, STARTTLS accepted, or closed
+    kLine,     // a command line, or an AUTH response line
+    kContent,  // DATA content or BDAT chunk bytes (of a refused chunk too)
+  };
+  Awaiting awaiting() const;
+  /// kLine: bytes of an unfinished line are held (or an overlong one is
+  /// being skipped).
+  bool partial_line() const { return awaiting() == Awaiting::kLine && framer_.has_partial(); }
+  /// A MAIL command was accepted and its transaction has not ended.
+  bool in_transaction() const { return tx_active_; }
+  /// A BDAT transfer is under way: a chunk of this transaction was
+  /// accepted and the LAST one has not been answered.
+  bool chunking() const { return bdat_started_; }
+  /// DATA and BDAT content bytes read in this session (as sent, stored or
+  /// not); only grows.
+  uint64_t content_bytes() const { return content_bytes_; }
+
   bool closed() const { return phase_ == Phase::kClosed; }
   std::string_view close_reason() const { return close_reason_; }
   bool tls_active() const { return tls_active_; }
@@ -477,6 +497,7 @@ class ServerSession {
   uint64_t bdat_remaining_ = 0;
   uint64_t plaintext_discarded_ = 0;
   uint64_t messages_accepted_ = 0;
+  uint64_t content_bytes_ = 0;
   uint32_t hard_errors_ = 0;
   uint32_t commands_ = 0;
   uint32_t auth_failures_ = 0;

@@ -1,7 +1,9 @@
 // End to end: the submission listeners (engine/submission.h) of an embedded
 // engine, against real clients — swaks (STARTTLS, implicit TLS, AUTH) — and
 // raw sockets for the protocol attacks: SMTP smuggling endings, STARTTLS
-// command injection, open-relay probes, AUTH brute force and the limits.
+// command injection, open-relay probes, AUTH brute force (concurrent too),
+// the limits, trickling clients, and session and handshake floods (from
+// many 127.0.0.x source addresses where the address matters).
 // Accepted mail is delivered to ringmail-sink; every certificate is made by
 // the test (TestPki) and the credentials by ringmail-passwd.
 #include <gtest/gtest.h>
@@ -75,13 +77,16 @@ class SubmissionTest : public ::testing::Test {
     int rc;
     std::string out;
   };
-  Run swaks(std::vector<std::string> args) {
+  /// Starts swaks with `args` in *c (without waiting for it).
+  bool start_swaks(Child* c, std::vector<std::string> args) {
     std::vector<std::string> argv = {swaks_path(),          "--ehlo",    "client.test", "--from",
                                      "sender@example.test", "--timeout", "10"};
     argv.insert(argv.end(), args.begin(), args.end());
+    return c->start(argv, dir_.path(), "swaks" + std::to_string(++runs_));
+  }
+  Run swaks(std::vector<std::string> args) {
     Child c;
-    std::string tag = "swaks" + std::to_string(++runs_);
-    EXPECT_TRUE(c.start(argv, dir_.path(), tag));
+    EXPECT_TRUE(start_swaks(&c, std::move(args)));
     int rc = c.wait(kWait);
     return Run{rc, c.out() + c.err()};
   }
@@ -359,6 +364,42 @@ TEST_F(SubmissionTest, AuthFailuresAreRateLimitedPerAddress) {
   EXPECT_EQ(c2->command(plain_auth("alice", "correct horse")).code, 454);
 }
 
+TEST_F(SubmissionTest, ConcurrentBadAuthFromOneAddressRunsAtMostTheLimitOfChecks) {
+  // carol's entry costs about 50 ms per check: far longer than it takes
+  // all twenty attempts to arrive.
+  std::string log;
+  ASSERT_TRUE(run_shell(
+      dir_.path(), "printf 'slow pw\\n' | '" + passwd_path() + "' -i 20000 carol >> creds.txt\n",
+      &log))
+      << log;
+  start("auth_fail_limit = 5\nauth_fail_window = \"60s\"\n");
+  std::vector<std::unique_ptr<SmtpTestClient>> cs;
+  for (int i = 0; i < 20; ++i) {
+    cs.push_back(client(ports_.implicit, /*tls=*/true));
+    ASSERT_EQ(cs.back()->command("EHLO client.test").code, 250);
+  }
+  for (auto& c : cs) {
+    ASSERT_TRUE(c->send(plain_auth("carol", "wrong") + "\r\n"));
+  }
+  size_t refused = 0, limited = 0;
+  for (auto& c : cs) {
+    Reply r = c->read_reply();
+    if (r.code == 535) {
+      ++refused;
+    } else if (r.code == 454 && r.str().find("4.7.0") != std::string::npos) {
+      ++limited;
+    } else {
+      ADD_FAILURE() << "unexpected reply " << r.str();
+    }
+  }
+  uint64_t checks = eng_.engine->stats().submission_auth_checks;
+  EXPECT_LE(checks, 5u);
+  EXPECT_EQ(refused, checks);
+  EXPECT_EQ(limited, 20u - refused);
+  // The window is full: even the right password waits for it to end.
+  EXPECT_EQ(cs[0]->command(plain_auth("carol", "slow pw")).code, 454);
+}
+
 TEST_F(SubmissionTest, AuthzidOtherThanTheUserIsRefused) {
   start();
   auto c = starttls_client();
@@ -463,6 +504,213 @@ TEST_F(SubmissionTest, ConcurrentSessionsPerAddressAreBounded) {
     SmtpTestClient again(ports_.plain);
     return again.read_reply().code == 220;
   }));
+}
+
+// --- session slots and deadlines ---------------------------------------------
+
+TEST_F(SubmissionTest, IdleSessionsFromManyAddressesDoNotLockOutANewClient) {
+  // Ten addresses, each well under max_sessions_per_ip, fill max_sessions
+  // with sessions that just sit there. (reclaim_idle_after = 0s: any
+  // session waiting for a command may make room, so no wait is needed.)
+  start(
+      "trusted_networks = [\"127.0.0.0/8\"]\nmax_sessions = 10\nmax_sessions_per_ip = 2\n"
+      "reclaim_idle_after = \"0s\"\n");
+  std::vector<std::unique_ptr<SmtpTestClient>> idle;
+  for (int i = 0; i < 10; ++i) {
+    std::string from = "127.0.0." + std::to_string(10 + i);
+    auto c = std::make_unique<SmtpTestClient>(ports_.plain, from);
+    ASSERT_TRUE(c->connected()) << from << ": " << c->error();
+    ASSERT_EQ(c->read_reply().code, 220) << from;
+    ASSERT_EQ(c->command("EHLO idle.test").code, 250) << from;
+    if (i == 0) {
+      // The longest waiting, but inside a transaction: sessions outside
+      // one are reclaimed first.
+      ASSERT_EQ(c->command("MAIL FROM:<a@example.test>").code, 250);
+    }
+    idle.push_back(std::move(c));
+  }
+  // A new client from another address gets in, and gets service.
+  SmtpTestClient fresh(ports_.plain, "127.0.0.99");
+  ASSERT_TRUE(fresh.connected()) << fresh.error();
+  Reply greeting = fresh.read_reply();
+  ASSERT_EQ(greeting.code, 220) << greeting.str();
+  ASSERT_EQ(fresh.command("EHLO fresh.test").code, 250);
+  ASSERT_EQ(fresh.command("MAIL FROM:<fresh@example.test>").code, 250);
+  ASSERT_EQ(fresh.command("RCPT TO:<fresh@dest.test>").code, 250);
+  ASSERT_EQ(fresh.command("DATA").code, 354);
+  fresh.send("Subject: got in\r\n\r\nhi\r\n.\r\n");
+  Reply q = fresh.read_reply();
+  EXPECT_EQ(q.code, 250) << q.str();
+  // The oldest session outside a transaction made room, with a 421.
+  Reply gone = idle[1]->read_reply();
+  EXPECT_EQ(gone.code, 421) << gone.str();
+  EXPECT_NE(gone.str().find("4.3.2"), std::string::npos) << gone.str();
+  EXPECT_TRUE(idle[1]->closed_within(milliseconds(5'000)));
+  // The others, the one in a transaction included, were left alone.
+  EXPECT_EQ(idle[0]->command("RCPT TO:<kept@dest.test>").code, 250);
+  EXPECT_EQ(idle[2]->command("NOOP").code, 250);
+  EXPECT_EQ(eng_.engine->stats().submission_reclaimed, 1u);
+  ASSERT_TRUE(eng_.events.wait_finals(1, kWait));
+}
+
+TEST_F(SubmissionTest, SessionsReceivingAMessageAreNeverReclaimed) {
+  start(
+      "trusted_networks = [\"127.0.0.0/8\"]\nmax_sessions = 2\nmax_sessions_per_ip = 10\n"
+      "reclaim_idle_after = \"0s\"\n");
+  // One session inside DATA, one between the chunks of a BDAT transfer.
+  auto a = client(ports_.plain);
+  ASSERT_EQ(a->command("EHLO a.test").code, 250);
+  ASSERT_EQ(a->command("MAIL FROM:<a@example.test>").code, 250);
+  ASSERT_EQ(a->command("RCPT TO:<in-data@dest.test>").code, 250);
+  ASSERT_EQ(a->command("DATA").code, 354);
+  ASSERT_TRUE(a->send("Subject: in data\r\n\r\n"));
+  auto b = client(ports_.plain);
+  ASSERT_EQ(b->command("EHLO b.test").code, 250);
+  ASSERT_EQ(b->command("MAIL FROM:<b@example.test>").code, 250);
+  ASSERT_EQ(b->command("RCPT TO:<in-bdat@dest.test>").code, 250);
+  ASSERT_TRUE(b->send("BDAT 20\r\nSubject: in bdat\r\n\r\n"));
+  ASSERT_EQ(b->read_reply().code, 250);
+  // Nothing to reclaim: the newcomer is refused.
+  SmtpTestClient refused(ports_.plain);
+  Reply r = refused.read_reply();
+  EXPECT_EQ(r.code, 421) << r.str();
+  EXPECT_NE(r.str().find("4.7.0"), std::string::npos) << r.str();
+  // Both messages complete.
+  ASSERT_TRUE(a->send("body\r\n.\r\n"));
+  Reply qa = a->read_reply();
+  EXPECT_EQ(qa.code, 250) << qa.str();
+  ASSERT_TRUE(b->send("BDAT 6 LAST\r\nbody\r\n"));
+  Reply qb = b->read_reply();
+  EXPECT_EQ(qb.code, 250) << qb.str();
+  EXPECT_EQ(eng_.engine->stats().submission_reclaimed, 0u);
+  ASSERT_TRUE(eng_.events.wait_finals(2, kWait));
+  // Now idle, they can make room.
+  SmtpTestClient admitted(ports_.plain);
+  Reply g = admitted.read_reply();
+  EXPECT_EQ(g.code, 220) << g.str();
+  EXPECT_EQ(eng_.engine->stats().submission_reclaimed, 1u);
+}
+
+TEST_F(SubmissionTest, TrickledCommandIsCutOffAtTheCommandDeadline) {
+  // idle_timeout restarts with every byte; the command deadline does not.
+  start("command_timeout = \"1s\"\n");
+  // In plaintext, a command line that never ends; over TLS, a record that
+  // never ends (a header announcing 16 KiB, then single bytes).
+  const std::string line = "NOOP " + std::string(100, 'x');
+  const std::string record = std::string("\x17\x03\x03\x40\x00", 5) + std::string(100, 'x');
+  for (bool tls : {false, true}) {
+    SCOPED_TRACE(tls ? "TLS" : "plaintext");
+    auto c = tls ? client(ports_.implicit, /*tls=*/true) : client(ports_.plain);
+    ASSERT_EQ(c->command("EHLO client.test").code, 250);
+    const std::string& bytes = tls ? record : line;
+    auto begin = Clock::now();
+    Reply r;
+    // One byte every 100 ms (the wait for a reply paces the client), for
+    // at most 5 s.
+    for (size_t i = 0; i < 50 && r.code == 0; ++i) {
+      if (!c->send_raw(bytes.substr(i, 1)) || !c->silent_for(milliseconds(100))) {
+        r = c->read_reply();
+      }
+    }
+    auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - begin);
+    EXPECT_EQ(r.code, 421) << "no reply after " << took.count() << " ms of trickling";
+    EXPECT_NE(r.str().find("4.4.2"), std::string::npos) << r.str();
+    EXPECT_LT(took, milliseconds(2'500));
+    EXPECT_TRUE(c->closed_within(milliseconds(5'000)));
+  }
+  EXPECT_EQ(eng_.engine->stats().submission_timeouts, 2u);
+}
+
+TEST_F(SubmissionTest, MessageBodyBelowTheMinimumRateIsCutOffAndNotAccepted) {
+  // The deadline is start + 500 ms + bytes / (100 bytes/s); 5 bytes per
+  // 100 ms is half that rate, so the body is cut off after about 1 s.
+  start(
+      "trusted_networks = [\"127.0.0.0/8\"]\ndata_min_rate = 100\n"
+      "data_rate_grace = \"500ms\"\n");
+  for (bool bdat : {false, true}) {
+    SCOPED_TRACE(bdat ? "BDAT" : "DATA");
+    std::string rcpt = std::string(bdat ? "bdat" : "data") + "@dest.test";
+    auto c = client(ports_.plain);
+    ASSERT_EQ(c->command("EHLO client.test").code, 250);
+    ASSERT_EQ(c->command("MAIL FROM:<slow@example.test>").code, 250);
+    ASSERT_EQ(c->command("RCPT TO:<" + rcpt + ">").code, 250);
+    if (bdat) {
+      ASSERT_TRUE(c->send("BDAT 1000 LAST\r\n"));
+    } else {
+      ASSERT_EQ(c->command("DATA").code, 354);
+    }
+    const std::string body = "Subject: slow\r\n\r\n" + std::string(300, 'x');
+    auto begin = Clock::now();
+    Reply r;
+    for (size_t at = 0; at + 5 <= body.size() && r.code == 0; at += 5) {
+      if (!c->send(body.substr(at, 5)) || !c->silent_for(milliseconds(100))) {
+        r = c->read_reply();
+      }
+    }
+    auto took = std::chrono::duration_cast<milliseconds>(Clock::now() - begin);
+    EXPECT_EQ(r.code, 421) << "no reply after " << took.count() << " ms of trickling";
+    EXPECT_NE(r.str().find("4.4.2"), std::string::npos) << r.str();
+    EXPECT_LT(took, milliseconds(3'000));
+    EXPECT_TRUE(c->closed_within(milliseconds(5'000)));
+    EXPECT_TRUE(eng_.events.events(rcpt).empty());
+  }
+  EXPECT_EQ(eng_.engine->stats().unfinished + eng_.engine->stats().delivered, 0u);
+}
+
+TEST_F(SubmissionTest, HandshakeFloodDoesNotBlockANewTlsClient) {
+  start(
+      "max_sessions = 5\nmax_sessions_per_ip = 1000\nmax_tls_handshakes = 20\n"
+      "tls_handshake_timeout = \"500ms\"\n");
+  struct Silent {
+    std::unique_ptr<SmtpTestClient> c;
+    Clock::time_point since;  // when its handshake could have begun
+  };
+  std::vector<Silent> silent;
+  // Connections to the implicit-TLS port that never say a word: far more
+  // than max_sessions ...
+  auto flood = [&] {
+    silent.push_back({std::make_unique<SmtpTestClient>(ports_.implicit), Clock::now()});
+    return silent.back().c->connected();
+  };
+  for (int i = 0; i < 40; ++i) {
+    ASSERT_TRUE(flood());
+  }
+  // ... and more than max_sessions that stop right after STARTTLS's 220.
+  for (int i = 0; i < 8; ++i) {
+    auto c = client(ports_.starttls);
+    ASSERT_EQ(c->command("EHLO client.test").code, 250);
+    ASSERT_EQ(c->command("STARTTLS").code, 220);
+    silent.push_back({std::move(c), Clock::now()});
+  }
+  // Real clients handshake, authenticate and submit, while the flood goes
+  // on for as long as they run (one more connection every 10 ms).
+  Child implicit, starttls;
+  ASSERT_TRUE(
+      start_swaks(&implicit, {"--server", "127.0.0.1:" + std::to_string(ports_.implicit), "--to",
+                              "through@dest.test", "--tls-on-connect", "--auth", "PLAIN",
+                              "--auth-user", "alice", "--auth-password", "correct horse"}));
+  ASSERT_TRUE(start_swaks(&starttls, {"--server", "127.0.0.1:" + std::to_string(ports_.starttls),
+                                      "--to", "through2@dest.test", "--tls", "--auth", "PLAIN",
+                                      "--auth-user", "alice", "--auth-password", "correct horse"}));
+  auto done = [&] { return !implicit.running() && !starttls.running(); };
+  while (!done() && silent.size() < 2'000) {
+    ASSERT_TRUE(flood());
+    eventually(done, milliseconds(10));
+  }
+  EXPECT_EQ(implicit.wait(kWait), 0) << implicit.out() << implicit.err();
+  EXPECT_NE(implicit.out().find("250 2.0.0 Ok: queued as "), std::string::npos) << implicit.out();
+  EXPECT_EQ(starttls.wait(kWait), 0) << starttls.out() << starttls.err();
+  EXPECT_NE(starttls.out().find("250 2.0.0 Ok: queued as "), std::string::npos) << starttls.out();
+  // Every silent connection is closed: the oldest dropped for newer ones,
+  // the rest by the handshake deadline (plus slack for a loaded machine),
+  // not by tls.handshake_timeout (2 s here).
+  for (size_t i = 0; i < silent.size(); ++i) {
+    auto left = std::chrono::duration_cast<milliseconds>(silent[i].since + milliseconds(1'400) -
+                                                         Clock::now());
+    EXPECT_TRUE(silent[i].c->closed_within(std::max(left, milliseconds(1))))
+        << "connection " << i << " of " << silent.size() << " still open";
+  }
+  ASSERT_TRUE(eng_.events.wait_finals(2, kWait));
 }
 
 TEST_F(SubmissionTest, WithTheSpoolOn250ComesOnlyOnceTheMessageIsDurable) {

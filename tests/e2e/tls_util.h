@@ -15,6 +15,7 @@
 /// of synchronisation.
 #pragma once
 
+#include <arpa/inet.h>
 #include <poll.h>
 #include <sys/socket.h>
 
@@ -329,8 +330,19 @@ class SServerPeer {
 /// A blocking SMTP client over plaintext or TLS (TlsChannel), 5 s timeouts.
 class SmtpTestClient {
  public:
-  explicit SmtpTestClient(uint16_t port) {
+  /// Connects to 127.0.0.1:`port`; from `source` (another loopback
+  /// address such as "127.0.0.7") when given, so tests can play many clients.
+  explicit SmtpTestClient(uint16_t port, const std::string& source = "") {
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (!source.empty()) {
+      sockaddr_in from{};
+      from.sin_family = AF_INET;
+      if (::inet_pton(AF_INET, source.c_str(), &from.sin_addr) != 1 ||
+          ::bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof from) != 0) {
+        error_ = "cannot bind to " + source;
+        return;
+      }
+    }
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(port);
@@ -432,7 +444,29 @@ class SmtpTestClient {
     }
     char tmp[4096];
     size_t n = 0;
-    return tls_->read(std::span<char>(tmp, sizeof tmp), &n) != engine::TlsChannel::Status::kDone;
+    if (tls_->read(std::span<char>(tmp, sizeof tmp), &n) != engine::TlsChannel::Status::kDone) {
+      return true;
+    }
+    buf_.append(tmp, n);  // a reply: kept for read_reply()
+    return false;
+  }
+  /// True when the server closes the connection (EOF or reset) within
+  /// `wait`; anything it sends before is discarded. False on timeout.
+  bool closed_within(milliseconds wait) {
+    buf_.clear();
+    auto deadline = Clock::now() + wait;
+    for (;;) {
+      auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now());
+      pollfd p{fd_, POLLIN, 0};
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+        return false;
+      }
+      char tmp[4096];
+      ssize_t n = ::recv(fd_, tmp, sizeof tmp, 0);
+      if (n == 0 || (n < 0 && errno == ECONNRESET)) {
+        return true;
+      }
+    }
   }
   /// True when the server closed the connection (EOF or reset).
   bool closed_by_peer() {
@@ -445,7 +479,8 @@ class SmtpTestClient {
     return false;
   }
 
- private:
+  /// Bytes straight to the socket, past TLS (a client that sends records
+  /// of its own making, or pieces of one).
   bool send_raw(std::string_view data) {
     while (!data.empty()) {
       ssize_t n = ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
@@ -456,6 +491,8 @@ class SmtpTestClient {
     }
     return true;
   }
+
+ private:
   bool send_tls_output() {
     std::string out;
     tls_->take_output(&out);

@@ -18,6 +18,14 @@ TEST(Config, EmbeddedDefaultParses) {
   ASSERT_EQ(c->routing.default_route.hosts.size(), 1u);
   EXPECT_EQ(c->routing.default_route.hosts[0].port, 2525);
   EXPECT_FALSE(c->delivery.ehlo_name.empty());
+  // The submission listeners' deadlines and slots.
+  EXPECT_EQ(c->submission.command_timeout, Millis(60'000));
+  EXPECT_EQ(c->submission.data_min_rate, 1024u);
+  EXPECT_EQ(c->submission.data_rate_grace, Millis(30'000));
+  EXPECT_EQ(c->submission.reclaim_idle_after, Millis(10'000));
+  EXPECT_EQ(c->submission.tls_handshake_timeout, Millis(10'000));
+  EXPECT_EQ(c->submission.max_tls_handshakes, 100u);
+  EXPECT_EQ(c->tls.handshake_timeout, Millis(30'000));
 }
 
 TEST(Config, OverridesMergeOverDefaults) {
@@ -75,6 +83,13 @@ TEST(Config, ErrorsNameTheKeyAndTheProblem) {
       {"[delivery]\nehlo_name = \"bad name\"\n", "delivery.ehlo_name"},
       {"[delivery\n", "t.toml:1"},
       {"[routing.domains]\n\"not a domain\" = \"127.0.0.1\"\n", "routing.domains.not a domain"},
+      {"[submission]\ncommand_timeout = \"10ms\"\n", "submission.command_timeout"},
+      {"[submission]\ndata_min_rate = 0\n", "submission.data_min_rate: must be between 1"},
+      {"[submission]\ndata_min_rate = \"fast\"\n", "submission.data_min_rate"},
+      {"[submission]\ndata_rate_grace = \"2h\"\n", "submission.data_rate_grace"},
+      {"[submission]\nreclaim_idle_after = \"-1s\"\n", "submission.reclaim_idle_after"},
+      {"[submission]\ntls_handshake_timeout = \"11m\"\n", "submission.tls_handshake_timeout"},
+      {"[submission]\nmax_tls_handshakes = 0\n", "submission.max_tls_handshakes"},
   };
   for (const auto& bc : cases) {
     auto c = parse_config(bc.toml, "t.toml");

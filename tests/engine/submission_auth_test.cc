@@ -113,6 +113,41 @@ TEST(AuthFailureLimiter, BlocksAfterTheLimitUntilTheWindowEnds) {
   EXPECT_FALSE(l.blocked("192.0.2.1", t + Millis(60'000)));
 }
 
+TEST(AuthFailureLimiter, PendingChecksCountBeforeTheirResult) {
+  AuthFailureLimiter l(3, Millis(60'000));
+  TimePoint t{};
+  const std::string a = "192.0.2.1";
+  // Three checks start at once; the fourth is refused before any result.
+  EXPECT_TRUE(l.begin(a, t));
+  EXPECT_TRUE(l.begin(a, t));
+  EXPECT_TRUE(l.begin(a, t));
+  EXPECT_FALSE(l.begin(a, t));
+  EXPECT_TRUE(l.blocked(a, t));
+  EXPECT_TRUE(l.begin("192.0.2.2", t));  // per address
+  // A success gives its count back; a failure keeps it.
+  l.end(a, t + Millis(1), /*failed=*/false);
+  EXPECT_FALSE(l.blocked(a, t + Millis(1)));
+  EXPECT_TRUE(l.begin(a, t + Millis(2)));
+  l.end(a, t + Millis(3), /*failed=*/true);
+  l.end(a, t + Millis(3), /*failed=*/true);
+  l.end(a, t + Millis(3), /*failed=*/true);
+  EXPECT_TRUE(l.blocked(a, t + Millis(4)));  // three failures
+  EXPECT_FALSE(l.blocked(a, t + Millis(60'000)));
+}
+
+TEST(AuthFailureLimiter, APendingCheckOutlivesItsWindow) {
+  AuthFailureLimiter l(1, Millis(60'000));
+  TimePoint t{};
+  const std::string a = "192.0.2.1";
+  ASSERT_TRUE(l.begin(a, t));
+  // The window ends while the check runs: the address is still held, and
+  // the failure counts in the new window.
+  EXPECT_TRUE(l.blocked(a, t + Millis(60'001)));
+  l.end(a, t + Millis(60'002), /*failed=*/true);
+  EXPECT_TRUE(l.blocked(a, t + Millis(60'003)));
+  EXPECT_FALSE(l.blocked(a, t + Millis(120'002)));
+}
+
 TEST(AuthFailureLimiter, FullTableFailsClosed) {
   AuthFailureLimiter l(1, Millis(60'000));
   TimePoint t{};
@@ -120,7 +155,8 @@ TEST(AuthFailureLimiter, FullTableFailsClosed) {
     l.record_failure("a" + std::to_string(i), t);
   }
   EXPECT_EQ(l.tracked(), AuthFailureLimiter::kMaxTracked);
-  EXPECT_TRUE(l.blocked("newcomer", t + Millis(1)));        // cannot be tracked: refused
+  EXPECT_TRUE(l.blocked("newcomer", t + Millis(1)));  // cannot be tracked: refused
+  EXPECT_FALSE(l.begin("newcomer", t + Millis(1)));
   EXPECT_FALSE(l.blocked("newcomer", t + Millis(60'000)));  // old windows ended: room again
   EXPECT_LE(l.tracked(), AuthFailureLimiter::kMaxTracked);
 }

@@ -297,6 +297,58 @@ TEST(ServerSession, Bdat) {
   EXPECT_EQ(h.bodies.back(), "");
 }
 
+TEST(ServerSession, AwaitingTellsTheDriverWhatItWaitsFor) {
+  using Awaiting = ServerSession::Awaiting;
+  Harness h({}, /*start=*/false);
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kNothing);  // no greeting yet
+  h.s.start();
+  h.take_output();
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kLine);
+  EXPECT_FALSE(h.s.partial_line());
+  h.send("EHLO c\r\n");
+  h.send("NO");
+  EXPECT_TRUE(h.s.partial_line());
+  h.send("OP\r\n");
+  EXPECT_FALSE(h.s.partial_line());
+  // An overlong line being skipped is still a partial line.
+  h.send(std::string(5000, 'x'));
+  EXPECT_TRUE(h.s.partial_line());
+  h.send("\r\n");
+  EXPECT_FALSE(h.s.partial_line());
+  EXPECT_FALSE(h.s.in_transaction());
+  h.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n");
+  EXPECT_TRUE(h.s.in_transaction());
+  h.send("DATA\r\n");
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kContent);
+  EXPECT_EQ(h.s.content_bytes(), 0u);
+  h.send("hello\r\n");
+  EXPECT_EQ(h.s.content_bytes(), 7u);
+  // A pending decision waits for the driver, not the client.
+  HeapBytes end(".\r\n");
+  ASSERT_EQ(h.s.feed(end.span()).action, ServerSession::Action::kDecide);
+  EXPECT_EQ(h.s.content_bytes(), 10u);
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kNothing);
+  h.s.accept();
+  h.take_output();
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kLine);
+  EXPECT_FALSE(h.s.in_transaction());
+  // BDAT: chunking() spans the commands between chunks.
+  h.send("MAIL FROM:<a@b.example>\r\nRCPT TO:<x@y.example>\r\n");
+  EXPECT_FALSE(h.s.chunking());
+  h.send("BDAT 5\r\nhel");
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kContent);
+  EXPECT_TRUE(h.s.chunking());
+  h.send("lo");
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kLine);
+  EXPECT_TRUE(h.s.chunking());
+  EXPECT_EQ(h.s.content_bytes(), 15u);
+  h.send("BDAT 1 LAST\r\n!");
+  EXPECT_FALSE(h.s.chunking());
+  EXPECT_EQ(h.s.content_bytes(), 16u);
+  h.s.close_with(421, "4.4.2 bye");
+  EXPECT_EQ(h.s.awaiting(), Awaiting::kNothing);
+}
+
 TEST(ServerSession, BdatChunkBytesAreNeverCommands) {
   Harness h;
   h.send("EHLO c\r\n");
