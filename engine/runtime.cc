@@ -1,7 +1,9 @@
 #include "engine/runtime.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -91,6 +93,54 @@ Result<int> open_listen_socket(const std::string& key, const std::string& path, 
     return make_error(Errc::kIo, key + ": " + path + ": " + std::strerror(e));
   }
   return fd;
+}
+
+/// Switches the process to engine.user (and engine.group, or the user's
+/// primary group) for good: supplementary groups first, then the group,
+/// then the user; then checks that the old identity cannot be regained.
+/// The Unix socket files are handed to the new owner first, so their mode
+/// applies to its group and the engine can remove them at shutdown.
+Result<void> drop_privileges(const EngineConfig& e, const std::vector<std::string>& sockets) {
+  const passwd* pw = ::getpwnam(e.user.c_str());
+  if (pw == nullptr) {
+    return make_error(Errc::kConfig, "engine.user: no such user: " + e.user);
+  }
+  const uid_t uid = pw->pw_uid;
+  gid_t gid = pw->pw_gid;
+  if (!e.group.empty()) {
+    const group* gr = ::getgrnam(e.group.c_str());
+    if (gr == nullptr) {
+      return make_error(Errc::kConfig, "engine.group: no such group: " + e.group);
+    }
+    gid = gr->gr_gid;
+  }
+  if (::geteuid() == uid && ::getegid() == gid) {
+    return ok_result();  // already that user
+  }
+  if (::geteuid() != 0) {
+    return make_error(Errc::kConfig, "engine.user: switching to " + e.user +
+                                         " needs root; ringmail runs as uid " +
+                                         std::to_string(::geteuid()));
+  }
+  for (const std::string& path : sockets) {
+    if (!path.empty() && ::chown(path.c_str(), uid, gid) != 0) {
+      return make_error(Errc::kIo, "engine.user: cannot hand " + path + " to " + e.user + ": " +
+                                       std::strerror(errno));
+    }
+  }
+  if (::setgroups(1, &gid) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
+    return make_error(Errc::kIo,
+                      "engine.user: cannot switch to " + e.user + ": " + std::strerror(errno));
+  }
+  if (::setuid(0) == 0 || ::geteuid() != uid || ::getegid() != gid) {
+    return make_error(Errc::kIo,
+                      "engine.user: root privileges could be regained after "
+                      "switching to " +
+                          e.user + "; refusing to run");
+  }
+  RM_LOG_INFO("running as %s (uid %u, gid %u)", e.user.c_str(), static_cast<unsigned>(uid),
+              static_cast<unsigned>(gid));
+  return ok_result();
 }
 
 /// The batch options of docs/protocol.md (BATCH, 0x0014).
@@ -214,20 +264,6 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
                 static_cast<unsigned long long>(SystemClock::instance().wall_ms()));
   rt->batch_prefix_ = prefix;
 
-  if (c.spool.mode != SpoolMode::kOff) {
-    auto lock = lock_spool_dir(c.spool);  // engine/spool.h: one engine per spool
-    if (!lock.ok()) {
-      return std::move(lock).take_error();
-    }
-    rt->spool_lock_fd_ = *lock;
-  }
-  if (!c.events.file.empty()) {
-    rt->event_fd_ = ::open(c.events.file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (rt->event_fd_ < 0) {
-      return make_error(Errc::kIo,
-                        "events.file: cannot open " + c.events.file + ": " + std::strerror(errno));
-    }
-  }
   if (!c.ingest.socket.empty()) {
     auto fd = open_listen_socket("ingest.socket", c.ingest.socket, c.ingest.socket_mode);
     if (!fd.ok()) {
@@ -248,6 +284,26 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
       return std::move(fd).take_error();
     }
     rt->submission_fds_.push_back(*fd);
+  }
+  // Everything that needs the starting identity (privileged ports) is
+  // done: switch to engine.user before touching the spool, the event file
+  // or any key.
+  if (!c.engine.user.empty()) {
+    RM_TRY(drop_privileges(c.engine, {c.ingest.socket, c.control.socket}));
+  }
+  if (c.spool.mode != SpoolMode::kOff) {
+    auto lock = lock_spool_dir(c.spool);  // engine/spool.h: one engine per spool
+    if (!lock.ok()) {
+      return std::move(lock).take_error();
+    }
+    rt->spool_lock_fd_ = *lock;
+  }
+  if (!c.events.file.empty()) {
+    rt->event_fd_ = ::open(c.events.file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (rt->event_fd_ < 0) {
+      return make_error(Errc::kIo,
+                        "events.file: cannot open " + c.events.file + ": " + std::strerror(errno));
+    }
   }
   {
     auto signer = DkimSigner::create(c.dkim);
@@ -1185,11 +1241,37 @@ void Runtime::shutdown(Millis grace) {
   stopped_ = true;
   accepting_.store(false, std::memory_order_release);
   if (!threads_.empty() && grace.count() > 0 && unfinished() > 0) {
-    if (!wait_idle(grace)) {
-      RM_LOG_WARN(
-          "shutdown: %llu recipients still queued after %lldms; in-flight ones are "
-          "deferred and, with the spool off, the rest are not kept",
-          static_cast<unsigned long long>(unfinished()), static_cast<long long>(grace.count()));
+    // Give queued mail the grace — while something can still be delivered.
+    // Mail that only waits (for a retry time, a backoff, a pause) would
+    // wait the whole grace for nothing.
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    int quiet = 0;
+    bool timed_out = true;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (wait_idle(std::min<Millis>(Millis(100), grace))) {
+        timed_out = false;
+        break;
+      }
+      uint64_t active = 0;
+      for (const auto& s : shards_) {
+        active += s->stats_.active.load(std::memory_order_relaxed);
+      }
+      quiet = active == 0 ? quiet + 1 : 0;
+      if (quiet >= 3) {
+        timed_out = false;
+        break;
+      }
+    }
+    const uint64_t left = unfinished();
+    if (left > 0) {
+      const bool kept = config_.spool.mode != SpoolMode::kOff;
+      RM_LOG_WARN("shutdown: %llu recipients still queued%s; in-flight ones are deferred; %s",
+                  static_cast<unsigned long long>(left),
+                  timed_out ? " when engine.shutdown_grace ran out"
+                            : " and none can be delivered now (waiting for retries, backoffs "
+                              "or pauses)",
+                  kept ? "they stay in the spool and are delivered after the next start"
+                       : "with the spool off they are not kept");
     }
   }
   for (auto& s : shards_) {

@@ -22,19 +22,28 @@
 ///     divided by the pipelining window), round robin over the pool's
 ///     sources that are below their connection limit, not paused by a
 ///     backoff and have a connect_rate token;
-///   - backoff: a throttling signal (421, a refused connection, or a reply
-///     that says "too many"/"rate limit"/4.7.x — proto::is_throttling_reply)
-///     halves the source's connection limit and, when nothing works or the
-///     server asked to slow down, pauses new transactions for
-///     shaping.backoff. Events "backoff" and "resume" mark both ends. After
-///     the backoff, each kRecoverAfter successful transactions raise the
-///     limit by one up to the maximum (additive increase, multiplicative
-///     decrease);
-///   - dead destination: when a connection fails before its session is
-///     ready and no other connection to the destination works, every
-///     queued recipient is deferred (one retry group per job run);
-///   - retries follow the destination's retry schedule with jitter; past
-///     max_age a recipient bounces as expired at its due time.
+///   - backoff, per source: a 421, or a connection that fails before its
+///     session is ready while nothing to the destination works, halves the
+///     source's connection limit and holds new transactions and
+///     connections for shaping.backoff. A failed connection while others
+///     work only lowers the limit to what works. Throttling replies to
+///     transactions ("too many", "rate limit", 4.7.x; not greylisting —
+///     proto::is_throttling_reply / is_greylisting_reply) defer their own
+///     recipients and back off once shaping.backoff_after of them arrive
+///     within shaping.backoff_window. Events "backoff" and "resume" mark
+///     both ends. After the backoff, each kRecoverAfter successful
+///     transactions raise the limit by one up to the maximum (additive
+///     increase, multiplicative decrease);
+///   - failing destination: after a failed connection with nothing
+///     working, no new attempt starts while others are still connecting;
+///     once none is left the queue is deferred (one retry group per job
+///     run). While every source holds, what waits or arrives is deferred
+///     with the hold's reason rather than kept behind it;
+///   - expiry: past max_age a recipient bounces as expired — at its retry
+///     time, when a transaction would take it, or by the destination's
+///     expiry timer while it waits in the queue (paused, held, rate
+///     limited, unroutable);
+///   - retries follow the destination's retry schedule with jitter.
 /// Thread safety: everything here belongs to one shard thread.
 #pragma once
 

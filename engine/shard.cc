@@ -270,6 +270,8 @@ void Shard::loop() {
       stats_.spool_errors.store(spool_->stats().errors, std::memory_order_relaxed);
     }
     event_log_->flush();
+    stats_.active.store(scheduler_->connections() + dns_client_->inflight(),
+                        std::memory_order_relaxed);
     forward_events();
     flush_outbound();
     if (stop_requested_.load(std::memory_order_acquire)) {

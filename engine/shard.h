@@ -71,6 +71,10 @@ struct ShardStats {
   std::atomic<uint64_t> spool_damage{0};    // damaged records or segments found at recovery
   std::atomic<uint64_t> spool_segments{0};  // segment files in use
   std::atomic<uint64_t> spool_errors{0};    // failed writes or fsyncs
+  /// Delivery work under way now: connections open or opening plus DNS
+  /// lookups in flight (refreshed every loop iteration). Zero with mail
+  /// still queued means it waits for a retry time, a backoff or a pause.
+  std::atomic<uint64_t> active{0};
   // The submission listeners (shard 0 only).
   std::atomic<uint64_t> submission_auth_checks{0};  // password checks run (PBKDF2)
   std::atomic<uint64_t> submission_reclaimed{0};    // idle sessions closed to admit a client

@@ -141,7 +141,13 @@ Result<void> BatchClient::io(int timeout_ms, bool want_read) {
   }
   if ((p.revents & POLLOUT) != 0 && pending_output() > 0) {
     ssize_t w = ::send(fd_, out_.data() + out_off_, pending_output(), MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (w < 0 && errno != EAGAIN && errno != EINTR) {
+    if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+      // The server hung up (a refused client, a shutdown): what it said
+      // before that — usually an ERROR frame — is still to be read.
+      out_.clear();
+      out_off_ = 0;
+      p.revents |= POLLIN;
+    } else if (w < 0 && errno != EAGAIN && errno != EINTR) {
       return make_error(Errc::kIo, std::string("send: ") + std::strerror(errno));
     }
     if (w > 0) {
