@@ -12,9 +12,11 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <fstream>
 #include <set>
 #include <sstream>
 
+#include "engine/provider_rules.h"
 #include "proto/address.h"
 
 namespace ringmail::engine {
@@ -171,6 +173,10 @@ invalid_ttl = "30d"
 unsubscribe_ttl = "0s"     # 0s: until an operator removes it
 file = ""
 flush_interval = "1s"      # new entries reach `file` this often (and at shutdown)
+
+[provider_shaping]
+builtin = true             # ringmail's rules for the big mailbox providers
+files = []                 # rules files in KumoMTA's shaping.toml shape, merged in order
 )";
 
 bool valid_cidr(const std::string& text) {
@@ -1072,6 +1078,46 @@ Result<void> read_dkim(Section& root, Config* c) {
   return ok_result();
 }
 
+Result<void> read_provider_shaping(Section& s, ProviderShapingConfig* c) {
+  RM_TRY(s.boolean("builtin", &c->builtin));
+  const toml::node* n = s.get("files");
+  if (n != nullptr) {
+    const toml::array* arr = n->as_array();
+    if (arr == nullptr) {
+      return s.bad("files", "must be an array of file names");
+    }
+    c->files.clear();
+    for (const auto& item : *arr) {
+      auto f = item.value<std::string>();
+      if (!f || f->empty()) {
+        return s.bad("files", "must be an array of file names");
+      }
+      c->files.push_back(*f);
+    }
+  }
+  std::vector<std::pair<std::string, std::string>> texts;
+  if (c->builtin) {
+    texts.emplace_back("<built-in provider rules>", std::string(builtin_shaping_rules()));
+  }
+  for (const auto& f : c->files) {
+    std::ifstream in(f, std::ios::binary);
+    if (!in) {
+      return s.bad("files", "cannot read " + f);
+    }
+    std::ostringstream os;
+    os << in.rdbuf();
+    texts.emplace_back(f, os.str());
+  }
+  if (!texts.empty()) {
+    auto rules = ProviderRules::parse(texts);
+    if (!rules.ok()) {
+      return s.bad("files", rules.error().message);
+    }
+    c->rules = std::move(*rules);
+  }
+  return s.finish();
+}
+
 Result<void> read_suppression(Section& s, SuppressionConfig* c) {
   RM_TRY(s.boolean("enabled", &c->enabled));
   RM_TRY(s.duration("invalid_ttl", &c->invalid_ttl, Millis(0), Millis(3650LL * 86'400'000)));
@@ -1161,6 +1207,9 @@ Result<Config> read_root(const toml::table& root) {
   RM_TRY(read_suppression(*suppression, &c.suppression));
   RM_TRY(read_dkim(s, &c));
   RM_TRY(read_shaping(s, &c));
+  auto provider_shaping = s.sub("provider_shaping");
+  RM_TRY(provider_shaping);
+  RM_TRY(read_provider_shaping(*provider_shaping, &c.provider_shaping));
   RM_TRY(read_egress(s, &c));
   RM_TRY(s.finish());
   return c;
@@ -1292,6 +1341,20 @@ Result<Rate> parse_rate(std::string_view text) {
   return Rate{per_second};
 }
 
+std::string_view tls_policy_name(TlsPolicy p) {
+  switch (p) {
+    case TlsPolicy::kNone:
+      return "none";
+    case TlsPolicy::kOpportunistic:
+      return "opportunistic";
+    case TlsPolicy::kRequired:
+      return "required";
+    case TlsPolicy::kVerify:
+      return "verify";
+  }
+  return "?";
+}
+
 bool PeerPolicy::allows(uint32_t uid, std::span<const uint32_t> peer_gids,
                         uint32_t self_uid) const {
   if (uid == 0 || uid == self_uid) {
@@ -1311,7 +1374,7 @@ bool PeerPolicy::allows(uint32_t uid, std::span<const uint32_t> peer_gids,
   return false;
 }
 
-Shaping Config::shaping_for(std::string_view domain) const {
+Shaping Config::shaping_for(std::string_view domain, std::span<const std::string> mx_hosts) const {
   Shaping s;
   s.max_connections = delivery.max_conns_per_destination;
   s.max_msgs_per_conn = delivery.max_msgs_per_conn;
@@ -1323,6 +1386,10 @@ Shaping Config::shaping_for(std::string_view domain) const {
   s.backoff_window = delivery.backoff_window;
   s.retry_schedule = retry.schedule;
   s.max_age = retry.max_age;
+  s.tls = delivery.tls;
+  if (provider_shaping.rules != nullptr) {
+    provider_shaping.rules->match(domain, mx_hosts).limits.apply(s);
+  }
   const ShapingRule* best = nullptr;
   size_t best_rank = 0;  // 3 exact, 2 + suffix length for wildcards, 1 "*"
   for (const auto& r : shaping) {
@@ -1342,7 +1409,6 @@ Shaping Config::shaping_for(std::string_view domain) const {
       best_rank = rank;
     }
   }
-  s.tls = delivery.tls;
   if (best != nullptr) {
     s.tls = best->tls.value_or(s.tls);
     s.implicit_tls = best->implicit_tls.value_or(false);

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,6 +24,8 @@
 #include "proto/result.h"
 
 namespace ringmail::engine {
+
+class ProviderRules;  // engine/provider_rules.h
 
 /// Per-phase SMTP client timeouts (RFC 5321 4.5.3.2 minimums by default).
 struct SmtpTimeouts {
@@ -357,6 +360,13 @@ struct RetryConfig {
   uint32_t jitter_percent = 10;  // each retry delay varies by up to +-this share
 };
 
+/// [provider_shaping]: rules per mailbox provider (engine/provider_rules.h).
+struct ProviderShapingConfig {
+  bool builtin = true;                         // ringmail's own rules for the big providers
+  std::vector<std::string> files;              // read after the built-in set, in order
+  std::shared_ptr<const ProviderRules> rules;  // loaded; null when there are none
+};
+
 struct Config {
   EngineConfig engine;
   IngestConfig ingest;
@@ -364,6 +374,7 @@ struct Config {
   EventsConfig events;
   DeliveryConfig delivery;
   std::vector<ShapingRule> shaping;
+  ProviderShapingConfig provider_shaping;
   EgressConfig egress;
   RoutingConfig routing;
   DnsConfig dns;
@@ -377,10 +388,12 @@ struct Config {
   SuppressionConfig suppression;
   std::string log_level = "info";
 
-  /// The limits for `domain` (lower-case): [delivery] and [retry] defaults,
-  /// overridden by the [[shaping]] rule that matches best (exact name, then
-  /// the longest "*.suffix", then "*").
-  Shaping shaping_for(std::string_view domain) const;
+  /// The limits for `domain` (lower-case) whose MX hosts are `mx_hosts`
+  /// (lower-case; empty before its route is resolved): [delivery] and
+  /// [retry] defaults, then the provider rules (their "default", the
+  /// matching provider, the domain's own block), then the [[shaping]] rule
+  /// that matches best (exact name, then the longest "*.suffix", then "*").
+  Shaping shaping_for(std::string_view domain, std::span<const std::string> mx_hosts = {}) const;
 };
 
 /// The configuration ringmaild uses when started without --config.

@@ -99,6 +99,7 @@ class Ingest::Conn {
   /// Closes without a farewell (peer gone).
   void drop() {
     closing_ = true;
+    dropped_ = true;
     out_.clear();
     sending_buf_.clear();
     sent_ = 0;
@@ -452,6 +453,9 @@ class Ingest::Conn {
  private:
   void on_send(int res, uint32_t /*flags*/) {
     sending_ = false;
+    if (dropped_) {
+      return;  // its buffer is gone: a send that completed anyway changes nothing
+    }
     if (res < 0) {
       if (res != -ECANCELED) {
         drop();
@@ -532,6 +536,7 @@ class Ingest::Conn {
   bool direct_ = false;
   bool sending_ = false;
   bool closing_ = false;
+  bool dropped_ = false;  // closed without a farewell: pending output was discarded
   bool finished_ = false;
   bool hello_ = false;
   bool subscribed_ = false;

@@ -917,8 +917,8 @@ void control_reply_msg(Shard& shard, void* p, uint64_t /*from*/) {
   (void)shard;
   std::string out = "{\"ok\":true,\"command\":";
   proto::append_json_string(out, call->cmd);
-  if (call->cmd == "list") {
-    out += ",\"destinations\":[";
+  if (call->cmd == "list" || call->cmd == "rules") {
+    out += call->cmd == "list" ? ",\"destinations\":[" : ",\"effects\":[";
     bool first = true;
     for (const auto& part : call->parts) {
       if (part.empty()) {
@@ -934,8 +934,9 @@ void control_reply_msg(Shard& shard, void* p, uint64_t /*from*/) {
     for (uint64_t c : call->counts) {
       total += c;
     }
-    out +=
-        call->cmd == "pause" || call->cmd == "resume" ? ",\"destinations\":" : ",\"recipients\":";
+    out += call->cmd == "pause" || call->cmd == "resume" ? ",\"destinations\":"
+           : call->cmd == "rules-cancel"                 ? ",\"effects\":"
+                                                         : ",\"recipients\":";
     proto::append_json_uint(out, total);
   }
   out += "}";
@@ -955,6 +956,10 @@ void control_run(Shard& shard, ControlCall* call) {
     call->counts[me] = sched.flush(call->arg);
   } else if (call->cmd == "drop-batch") {
     call->counts[me] = sched.drop_batch(call->arg);
+  } else if (call->cmd == "rules") {
+    sched.list_rule_effects(call->arg.empty() ? "*" : call->arg, &call->parts[me]);
+  } else if (call->cmd == "rules-cancel") {
+    call->counts[me] = sched.cancel_rule_effects(call->arg);
   }
   shard.post(0, ShardMsg{&control_reply_msg, call, me});
 }
@@ -1013,17 +1018,23 @@ void Runtime::control(std::string_view line, int from_shard,
     done(suppression_command(arg));
     return;
   }
-  bool needs_arg = cmd == "pause" || cmd == "resume" || cmd == "flush" || cmd == "drop-batch";
-  if (cmd != "list" && !needs_arg) {
+  if (cmd == "rules" && (arg == "cancel" || arg.starts_with("cancel "))) {
+    // "rules cancel ID|PATTERN": one effect by id, or those of matching destinations.
+    cmd = "rules-cancel";
+    arg = arg.size() > 7 ? arg.substr(7) : "";
+  }
+  bool needs_arg = cmd == "pause" || cmd == "resume" || cmd == "flush" || cmd == "drop-batch" ||
+                   cmd == "rules-cancel";
+  if (cmd != "list" && cmd != "rules" && !needs_arg) {
     done(control_error("unknown command \"" + cmd +
-                       "\" (list, pause, resume, flush, drop-batch, stats, suppression)"));
+                       "\" (list, pause, resume, flush, drop-batch, stats, rules, suppression)"));
     return;
   }
   if (needs_arg && arg.empty()) {
     done(control_error(cmd + " needs an argument"));
     return;
   }
-  if (cmd != "drop-batch") {
+  if (cmd != "drop-batch" && !(cmd == "rules-cancel" && arg.find(':') != std::string::npos)) {
     arg = proto::normalize_domain(arg);
   }
   auto* call = new ControlCall();

@@ -8,6 +8,7 @@
 #include "engine/runtime.h"
 #include "engine/shard.h"
 #include "engine/smtp_connection.h"
+#include "proto/address.h"
 #include "proto/bounce.h"
 #include "proto/json.h"
 
@@ -50,6 +51,7 @@ RetryGroup::RetryGroup(Destination* d, void* sched)
 Destination::Destination(void* sched)
     : wake(&Scheduler::on_wake_timer, this),
       expiry(&Scheduler::on_expiry_timer, this),
+      effects_timer(&Scheduler::on_effects_timer, this),
       scheduler(sched) {}
 
 uint32_t Destination::connections() const {
@@ -167,6 +169,12 @@ Destination& Scheduler::destination(std::string_view domain, uint32_t pool) {
     s.msgs.configure(d->shaping.msg_rate, now);
     s.connects.configure(d->shaping.connect_rate, now);
     d->sources.push_back(std::move(s));
+  }
+  if (const ProviderRules* rules = config_.provider_shaping.rules.get()) {
+    for (const AutomationRule* r : rules->match(d->domain, {}).automation) {
+      d->automation.push_back(r);
+      d->rule_hits.push_back(Destination::RuleHits{r, {}});
+    }
   }
   for (const auto& p : paused_patterns_) {
     d->paused = d->paused || matches(p, d->domain);
@@ -318,6 +326,10 @@ void Scheduler::dispatch(Destination& d) {
   end_backoffs(d, shard_.clock().now());
   if (d.paused) {
     return;  // the expiry timer still bounces what waits too long
+  }
+  if (const Destination::Effect* b = bouncing(d); b != nullptr && !d.ready.empty()) {
+    bounce_queue(d, b->reply, Stage::kLocal);  // an automation rule's Bounce
+    return;
   }
   // Idle connections first, each offered work once (feed() parks it again
   // when a rate limit or an empty queue leaves it idle).
@@ -499,6 +511,7 @@ bool Scheduler::ensure_route(Destination& d) {
         RM_LOG_INFO("route for %s: %s", dp->domain.c_str(), r.note.c_str());
       }
       dp->resolution = std::move(r);
+      shape_for_route(*dp);
       if (!*synchronous) {
         dispatch(*dp);
       }
@@ -528,6 +541,10 @@ bool Scheduler::give_txn(Destination& d, SmtpConnection* c) {
   }
   SourceState& s = d.sources[c->source()];
   if (s.hold_txns) {
+    return false;
+  }
+  if (const Destination::Effect* b = bouncing(d)) {
+    bounce_queue(d, b->reply, Stage::kLocal);
     return false;
   }
   TimePoint now = shard_.clock().now();
@@ -652,6 +669,9 @@ void Scheduler::connection_closed(SmtpConnection* c) {
     dispatch(d);
     return;
   }
+  if (c->failure() && !d.automation.empty()) {
+    automate(d, *c->failure());
+  }
   if (c->failed_before_ready()) {
     proto::Reply why =
         c->failure() ? *c->failure() : proto::make_reply(451, "4.4.1 connection failed");
@@ -708,10 +728,10 @@ void Scheduler::throttle(Destination& d, SourceState& s, const proto::Reply& why
     s.conn_limit = std::max<uint32_t>(1, std::min(s.conn_limit, s.working));
   }
   s.successes = 0;
-  s.backoff_until = now + d.shaping.backoff;
+  s.backoff_until = std::max(now + d.shaping.backoff, s.suspend_until);
   bool was = s.backing_off;
   bool held = s.hold_txns;
-  s.backing_off = d.shaping.backoff.count() > 0;
+  s.backing_off = d.shaping.backoff.count() > 0 || s.suspend_until > now;
   s.hold_txns = s.backing_off && (s.hold_txns || hold);
   if (hold || !held) {
     s.hold_reply = why;
@@ -785,6 +805,10 @@ void Scheduler::record_outcome(const SessionTxn& txn, size_t index, const Outcom
                                                             : EventType::kDeferred;
   emit_for(QItem{job, idx}, type, *o.reply, o.stage, "", peer, mx, o.unknown, tls);
   --ctx->dest->in_flight;
+  if (type != EventType::kDelivered && !ctx->automated && !ctx->dest->automation.empty()) {
+    ctx->automated = true;  // the first refusal of a transaction speaks for it
+    automate(*ctx->dest, *o.reply);
+  }
   if (type == EventType::kDeferred) {
     r.status = RcptStatus::kDeferred;
     last_deferral_ = o.reply->summary();
@@ -1020,6 +1044,258 @@ void Scheduler::defer_queue(Destination& d, const proto::Reply& why, Stage stage
 }
 
 // ---------------------------------------------------------------------------
+// Provider rules and automation ([provider_shaping], engine/provider_rules.h)
+
+void Scheduler::apply_shaping(Destination& d) {
+  const Shaping before = d.shaping;
+  d.shaping = config_.shaping_for(d.domain, d.mx_names);
+  for (const auto& e : d.effects) {
+    if (e.rule->action == AutomationAction::kSetConfig) {
+      e.rule->set.apply(d.shaping);
+    }
+  }
+  const TimePoint now = shard_.clock().now();
+  for (auto& s : d.sources) {
+    if (d.shaping.max_connections < s.conn_limit || !s.backing_off) {
+      s.conn_limit = d.shaping.max_connections;
+    }
+    if (d.shaping.msg_rate.per_second != before.msg_rate.per_second) {
+      s.msgs.configure(d.shaping.msg_rate, now);
+    }
+    if (d.shaping.connect_rate.per_second != before.connect_rate.per_second) {
+      s.connects.configure(d.shaping.connect_rate, now);
+    }
+  }
+}
+
+void Scheduler::shape_for_route(Destination& d) {
+  const ProviderRules* rules = config_.provider_shaping.rules.get();
+  if (rules == nullptr || !rules->has_providers() || !d.resolution ||
+      d.resolution->kind != RouteResolution::Kind::kOk) {
+    return;
+  }
+  std::vector<std::string> names;
+  for (const Candidate& c : d.resolution->candidates) {
+    std::string n = proto::normalize_domain(c.mx);
+    if (std::find(names.begin(), names.end(), n) == names.end()) {
+      names.push_back(std::move(n));
+    }
+  }
+  if (names == d.mx_names) {
+    return;
+  }
+  d.mx_names = std::move(names);
+  ProviderRules::Match m = rules->match(d.domain, d.mx_names);
+  if (m.provider != d.provider) {
+    RM_LOG_INFO("provider rules: %s is served by provider \"%s\"", d.domain.c_str(),
+                m.provider.c_str());
+  }
+  d.provider = m.provider;
+  std::vector<Destination::RuleHits> hits;
+  for (const AutomationRule* r : m.automation) {
+    auto it = std::find_if(d.rule_hits.begin(), d.rule_hits.end(),
+                           [r](const Destination::RuleHits& h) { return h.rule == r; });
+    hits.push_back(it != d.rule_hits.end() ? std::move(*it) : Destination::RuleHits{r, {}});
+  }
+  d.automation = std::move(m.automation);
+  d.rule_hits = std::move(hits);
+  apply_shaping(d);
+}
+
+void Scheduler::automate(Destination& d, const proto::Reply& reply) {
+  const std::string text = reply.summary();
+  const TimePoint now = shard_.clock().now();
+  for (auto& h : d.rule_hits) {
+    if (!std::regex_search(text, h.rule->regex)) {
+      continue;
+    }
+    while (!h.at.empty() && h.at.front() + h.rule->window <= now) {
+      h.at.pop_front();
+    }
+    h.at.push_back(now);
+    if (h.at.size() >= h.rule->threshold) {
+      h.at.clear();
+      fire(d, *h.rule, reply);
+    }
+  }
+}
+
+void Scheduler::fire(Destination& d, const AutomationRule& rule, const proto::Reply& reply) {
+  const TimePoint now = shard_.clock().now();
+  const TimePoint until = now + rule.duration;
+  const int64_t until_wall = shard_.clock().wall_ms() + rule.duration.count();
+  auto it = std::find_if(d.effects.begin(), d.effects.end(),
+                         [&](const Destination::Effect& e) { return e.rule == &rule; });
+  if (it != d.effects.end()) {
+    it->until = until;  // fired again while active: it lasts from now
+    it->until_wall_ms = until_wall;
+    it->reply = reply;
+  } else {
+    d.effects.push_back(Destination::Effect{next_effect_id_++, &rule, until, until_wall, reply});
+  }
+  std::string what = std::string(automation_action_name(rule.action));
+  if (rule.action == AutomationAction::kSetConfig) {
+    what += " " + rule.set.describe();
+  }
+  RM_LOG_WARN("automation: %s on %s: %s for %llds, after \"%s\"", rule.origin.c_str(),
+              d.domain.c_str(), what.c_str(), static_cast<long long>(rule.duration.count() / 1000),
+              reply.summary().c_str());
+  switch (rule.action) {
+    case AutomationAction::kSuspend:
+      for (auto& s : d.sources) {
+        s.suspend_until = std::max(s.suspend_until, until);
+        s.backoff_until = std::max(s.backoff_until, until);
+        s.backing_off = true;
+        s.hold_txns = true;
+        s.hold_connect = false;
+        s.hold_reply = reply;
+        s.hold_stage = Stage::kConnect;
+        destination_event(d, s, EventType::kBackoff,
+                          "automation " + rule.origin + ": Suspend: " + reply.summary());
+        for (SmtpConnection* c : std::vector<SmtpConnection*>(s.idle)) {
+          c->quit();
+        }
+      }
+      arm_wake(d, until);
+      break;
+    case AutomationAction::kSetConfig:
+      apply_shaping(d);
+      break;
+    case AutomationAction::kBounce:
+      break;  // dispatch() and give_txn() bounce what is queued
+  }
+  TimePoint next = until;
+  for (const auto& e : d.effects) {
+    next = std::min(next, e.until);
+  }
+  shard_.timers().schedule(&d.effects_timer, next);
+  dispatch(d);
+}
+
+const Destination::Effect* Scheduler::bouncing(const Destination& d) const {
+  for (const auto& e : d.effects) {
+    if (e.rule->action == AutomationAction::kBounce) {
+      return &e;
+    }
+  }
+  return nullptr;
+}
+
+void Scheduler::end_effect(Destination& d, size_t index) {
+  Destination::Effect e = d.effects[index];
+  d.effects.erase(d.effects.begin() + static_cast<std::ptrdiff_t>(index));
+  RM_LOG_INFO("automation: %s on %s: %s ended", e.rule->origin.c_str(), d.domain.c_str(),
+              std::string(automation_action_name(e.rule->action)).c_str());
+  const TimePoint now = shard_.clock().now();
+  if (e.rule->action == AutomationAction::kSuspend) {
+    bool still = false;
+    for (const auto& other : d.effects) {
+      still = still || other.rule->action == AutomationAction::kSuspend;
+    }
+    if (!still) {
+      for (auto& s : d.sources) {
+        s.suspend_until = now;
+        s.backoff_until = std::min(s.backoff_until, now);
+      }
+    }
+  } else if (e.rule->action == AutomationAction::kSetConfig) {
+    apply_shaping(d);
+  }
+}
+
+void Scheduler::on_effects_timer(void* dest) {
+  auto* d = static_cast<Destination*>(dest);
+  static_cast<Scheduler*>(d->scheduler)->expire_effects(*d);
+}
+
+void Scheduler::expire_effects(Destination& d) {
+  const TimePoint now = shard_.clock().now();
+  for (size_t i = d.effects.size(); i-- > 0;) {
+    if (d.effects[i].until <= now) {
+      end_effect(d, i);
+    }
+  }
+  if (!d.effects.empty()) {
+    TimePoint next = d.effects.front().until;
+    for (const auto& e : d.effects) {
+      next = std::min(next, e.until);
+    }
+    shard_.timers().schedule(&d.effects_timer, next);
+  }
+  dispatch(d);
+}
+
+void Scheduler::list_rule_effects(const std::string& pattern, std::string* out) const {
+  using proto::append_json_key;
+  using proto::append_json_string;
+  for (const auto& [key, d] : dests_) {
+    if (!matches(pattern, d->domain)) {
+      continue;
+    }
+    for (const auto& e : d->effects) {
+      if (!out->empty()) {
+        out->push_back(',');
+      }
+      out->push_back('{');
+      append_json_key(*out, "id");
+      append_json_string(*out, std::to_string(shard_.id()) + ":" + std::to_string(e.id));
+      out->push_back(',');
+      append_json_key(*out, "destination");
+      append_json_string(*out, d->domain);
+      out->push_back(',');
+      append_json_key(*out, "pool");
+      append_json_string(*out, config_.egress.pools[d->pool].name);
+      out->push_back(',');
+      append_json_key(*out, "provider");
+      append_json_string(*out, d->provider);
+      out->push_back(',');
+      append_json_key(*out, "rule");
+      append_json_string(*out, e.rule->origin);
+      out->push_back(',');
+      append_json_key(*out, "action");
+      append_json_string(*out, automation_action_name(e.rule->action));
+      out->push_back(',');
+      append_json_key(*out, "set");
+      append_json_string(*out, e.rule->set.describe());
+      out->push_back(',');
+      append_json_key(*out, "until");
+      std::string ts;
+      append_rfc3339_ms(ts, e.until_wall_ms);
+      append_json_string(*out, ts);
+      out->push_back(',');
+      append_json_key(*out, "reply");
+      append_json_string(*out, e.reply.summary());
+      out->push_back('}');
+    }
+  }
+}
+
+size_t Scheduler::cancel_rule_effects(const std::string& what) {
+  size_t n = 0;
+  const std::string mine = std::to_string(shard_.id()) + ":";
+  const bool by_id = what.find(':') != std::string::npos;
+  for (auto& [key, d] : dests_) {
+    bool touched = false;
+    for (size_t i = d->effects.size(); i-- > 0;) {
+      const bool hit =
+          by_id ? what == mine + std::to_string(d->effects[i].id) : matches(what, d->domain);
+      if (hit) {
+        end_effect(*d, i);
+        touched = true;
+        ++n;
+      }
+    }
+    if (touched) {
+      if (d->effects.empty()) {
+        d->effects_timer.cancel();
+      }
+      dispatch(*d);
+    }
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------
 // Operator controls
 
 size_t Scheduler::pause(const std::string& pattern, bool paused) {
@@ -1194,6 +1470,7 @@ void Scheduler::abort_all() {
   for (auto& [name, d] : dests_) {
     d->wake.cancel();
     d->expiry.cancel();
+    d->effects_timer.cancel();
     for (SmtpConnection* c : std::vector<SmtpConnection*>(d->all)) {
       c->abort("ringmail is shutting down");
     }

@@ -60,6 +60,7 @@
 #include "engine/delivery_session.h"
 #include "engine/events.h"
 #include "engine/message.h"
+#include "engine/provider_rules.h"
 #include "engine/resolver.h"
 #include "engine/spool.h"
 #include "engine/timer_wheel.h"
@@ -148,7 +149,8 @@ struct SourceState {
   bool hold_txns = false;     // during a backoff: no new transactions, no new connections
   bool hold_connect = false;  // the hold came from failed connection attempts only
   TimePoint backoff_until{};
-  proto::Reply hold_reply;  // what started the backoff (the deferral reason while held)
+  TimePoint suspend_until{};  // an automation rule's Suspend: the hold lasts at least this long
+  proto::Reply hold_reply;    // what started the backoff (the deferral reason while held)
   Stage hold_stage = Stage::kConnect;
   std::deque<TimePoint> signals;  // recent throttling replies (shaping.backoff_after)
   std::vector<SmtpConnection*> idle;
@@ -180,6 +182,24 @@ struct Destination {
   Timer wake;                // rate limit or backoff end: dispatch again
   Timer expiry;              // the earliest max_age of anything in `ready`
   TimePoint expiry_at{};     // when `expiry` fires (a lower bound of the real earliest)
+  // Provider rules ([provider_shaping], engine/provider_rules.h).
+  std::vector<std::string> mx_names;  // of the resolution the limits were computed for
+  std::string provider;               // the matching provider block, if any
+  std::vector<const AutomationRule*> automation;
+  struct RuleHits {
+    const AutomationRule* rule;
+    std::deque<TimePoint> at;  // recent matches, within rule->window
+  };
+  std::vector<RuleHits> rule_hits;
+  struct Effect {
+    uint64_t id;
+    const AutomationRule* rule;
+    TimePoint until;
+    int64_t until_wall_ms;
+    proto::Reply reply;  // the reply that fired it
+  };
+  std::vector<Effect> effects;  // active automation effects, in firing order
+  Timer effects_timer;          // the earliest effect's end
   void* scheduler;
 
   uint32_t connections() const;
@@ -192,6 +212,7 @@ struct TxnCtx {
   Destination* dest;
   uint32_t source;  // index into dest->sources
   bool throttled = false;
+  bool automated = false;  // automation rules saw this transaction's first refusal
   std::vector<uint32_t> idx;
 };
 
@@ -236,11 +257,18 @@ class Scheduler {
   /// Appends a JSON object per matching destination to `out` (comma
   /// separated, no brackets).
   void list(const std::string& pattern, std::string* out) const;
+  /// Active automation effects of matching destinations, as JSON objects
+  /// (comma separated).
+  void list_rule_effects(const std::string& pattern, std::string* out) const;
+  /// Ends the effect with this id ("SHARD:N") or, for a domain pattern,
+  /// every effect of the matching destinations. Returns how many ended.
+  size_t cancel_rule_effects(const std::string& what);
 
   /// Timer callbacks.
   static void on_retry_timer(void* group);
   static void on_wake_timer(void* dest);
   static void on_expiry_timer(void* dest);
+  static void on_effects_timer(void* dest);
 
   /// Recipients on this shard not yet final.
   uint64_t unfinished() const { return unfinished_; }
@@ -296,6 +324,18 @@ class Scheduler {
   void arm_expiry(Destination& d, const Job* job);
   void sweep_expired(Destination& d);
   std::string hold_reason(const Destination& d) const;
+  /// Recomputes the destination's limits: configuration and provider rules
+  /// for its MX names, then the active SetConfig effects.
+  void apply_shaping(Destination& d);
+  /// The route resolved: provider rules may now match on the MX names.
+  void shape_for_route(Destination& d);
+  /// A refusal (a deferral, a bounce, a failed connection) seen by the
+  /// destination's automation rules.
+  void automate(Destination& d, const proto::Reply& reply);
+  void fire(Destination& d, const AutomationRule& rule, const proto::Reply& reply);
+  void end_effect(Destination& d, size_t index);
+  void expire_effects(Destination& d);
+  const Destination::Effect* bouncing(const Destination& d) const;
   void end_backoffs(Destination& d, TimePoint now);
   void arm_wake(Destination& d, TimePoint when);
   void destination_event(const Destination& d, const SourceState& s, EventType type,
@@ -320,6 +360,7 @@ class Scheduler {
   bool granting_ = false;
   bool aborting_ = false;      // abort_all(): connections close because we stop
   std::string last_deferral_;  // summary of the latest deferring reply (for retry groups)
+  uint64_t next_effect_id_ = 1;
 
   static constexpr uint32_t kRecoverAfter = 20;         // successes per extra connection
   static constexpr uint32_t kMaxConnectsInFlight = 16;  // per destination

@@ -7,6 +7,8 @@
 //   ringmail-ctl [--socket PATH] flush DOMAIN-PATTERN
 //   ringmail-ctl [--socket PATH] drop-batch BATCH-ID
 //   ringmail-ctl [--socket PATH] stats
+//   ringmail-ctl [--socket PATH] rules [DOMAIN-PATTERN]
+//   ringmail-ctl [--socket PATH] rules cancel ID|DOMAIN-PATTERN
 //   ringmail-ctl [--socket PATH] suppression list [PATTERN [LIMIT]]
 //   ringmail-ctl [--socket PATH] suppression check ADDRESS
 //   ringmail-ctl [--socket PATH] suppression add ADDRESS [REASON [TTL_S [NOTE...]]]
@@ -38,6 +40,10 @@ int main(int argc, char** argv) {
           "  flush PATTERN         retry every deferred recipient of matching domains now\n"
           "  drop-batch ID         remove a batch's queued recipients (dropped events)\n"
           "  stats                 totals\n"
+          "  rules [PATTERN]       active effects of provider automation rules (Suspend,\n"
+          "                        SetConfig, Bounce) with their ids and end times\n"
+          "  rules cancel ID|PATTERN\n"
+          "                        end one effect, or those of matching destinations\n"
           "  suppression list [PATTERN [LIMIT]]\n"
           "                        suppressed addresses matching a glob (* and ?), at most\n"
           "                        LIMIT (1000)\n"

@@ -8,6 +8,8 @@
 #include <pwd.h>
 #include <sys/prctl.h>
 
+#include <fstream>
+#include <regex>
 #include <set>
 
 #include "engine/clock.h"
@@ -414,6 +416,46 @@ TEST_F(MxRouting, ConnectionsToOneDomainSpreadOverEqualPreferenceHosts) {
   EXPECT_GE(by_mx["mxb.spread.test"], 300) << by_mx["mxa.spread.test"];
   EXPECT_GT(sinks_.connections(0), 0.0);
   EXPECT_GT(sinks_.connections(1), 0.0);
+}
+
+// A provider block of the rules applies to every domain whose MX hosts it
+// recognises, once the route is resolved; other domains keep [delivery].
+TEST_F(MxRouting, ProviderRulesApplyToDomainsByTheirMxHosts) {
+  ASSERT_TRUE(sinks_.start({"127.0.0.2"})) << sinks_.error();
+  ASSERT_TRUE(dns_.start(
+      {"--mx-host=corp.test,mx1.bigmail.test,10", "--host-record=mx1.bigmail.test,127.0.0.2",
+       "--mx-host=plain.test,mx.plain.test,10", "--host-record=mx.plain.test,127.0.0.2"}))
+      << dns_.error();
+  TempDir dir;
+  std::ofstream(dir.file("rules.toml")) << R"(
+[provider."bigmail"]
+match = [{MXSuffix = ".bigmail.test"}]
+connection_limit = 2
+max_recipients_per_batch = 5
+)";
+  MxConfig cfg;
+  cfg.delivery = "max_conns_per_destination = 12\n";
+  cfg.dns += "[provider_shaping]\nfiles = [\"" + dir.file("rules.toml") + "\"]\n";
+  ASSERT_TRUE(start_engine(cfg));
+  std::vector<std::string> corp, plain;
+  for (int i = 0; i < 20; ++i) {
+    corp.push_back("c" + std::to_string(i) + "@corp.test");
+    plain.push_back("p" + std::to_string(i) + "@plain.test");
+  }
+  ASSERT_EQ(submit(*engine_.engine, corp).accepted, 20u);
+  ASSERT_EQ(submit(*engine_.engine, plain).accepted, 20u);
+  ASSERT_TRUE(engine_.events.wait_finals(40, kWait));
+  auto limit = [&](const std::string& domain) {
+    std::string list = engine_.engine->control("list " + domain);
+    std::smatch m;
+    return std::regex_search(list, m, std::regex("\"max_connections\":(\\d+)")) ? std::stol(m[1])
+                                                                                : -1L;
+  };
+  EXPECT_EQ(limit("corp.test"), 2);
+  EXPECT_EQ(limit("plain.test"), 12);
+  // Five recipients per transaction for the provider's domain.
+  EXPECT_TRUE(sinks_[0].wait_stat("recipients", 40)) << sinks_[0].stats();
+  EXPECT_GE(engine_.engine->stats().transactions, 4u + 1u);
 }
 
 TEST_F(MxRouting, ImplicitMxWhenTheDomainHasOnlyAnAddress) {

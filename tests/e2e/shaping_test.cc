@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <regex>
 
 #include "engine/clock.h"
@@ -410,7 +411,8 @@ TEST(Shaping, MaxAgeIsEnforcedWhileHeldPausedOrRateLimited) {
 
 /// A receiver that accepts everything except recipients whose local part
 /// starts with "grey" (451 4.7.1, no "greylist" wording: the bare code many
-/// greylisting servers use) or "slow" (a rate-limit reply).
+/// greylisting servers use), "slow" (a rate-limit reply), "tss" (a
+/// provider's complaint code) or "blocked" (a policy rejection).
 void picky_receiver(Peer& p) {
   p.send("220 mx.picky.test ESMTP\r\n");
   for (;;) {
@@ -429,6 +431,10 @@ void picky_receiver(Peer& p) {
         p.send("451 4.7.1 Please try again later\r\n");
       } else if (c.find("<slow") != std::string::npos) {
         p.send("450 4.7.1 Rate limit exceeded, slow down\r\n");
+      } else if (c.find("<tss") != std::string::npos) {
+        p.send("451 4.7.0 [TSS04] Messages temporarily deferred due to user complaints\r\n");
+      } else if (c.find("<blocked") != std::string::npos) {
+        p.send("550 5.7.1 Blocked by policy\r\n");
       } else {
         p.send("250 2.1.5 ok\r\n");
       }
@@ -506,6 +512,145 @@ TEST(Shaping, ARunOfThrottlingRepliesBacksTheDestinationOff) {
   EXPECT_EQ(ev[0].type, EventType::kDeferred);
   EXPECT_NE(ev[0].response.find("Rate limit exceeded"), std::string::npos) << ev[0].json;
   EXPECT_EQ(e.engine->stats().transactions, txns);
+}
+
+/// Starts `e` against `srv` with the provider rules `rules` in a file.
+::testing::AssertionResult start_with_rules(EmbeddedEngine& e, const TempDir& dir, uint16_t port,
+                                            const std::string& rules, const engine::Clock* clock) {
+  std::ofstream(dir.file("rules.toml")) << rules;
+  auto r = e.start(route_to(port) +
+                       "[delivery]\nbackoff = \"5m\"\npipelining = false\nbackoff_after = 100\n"
+                       "[retry]\nschedule = [\"10m\"]\njitter_percent = 0\n"
+                       "[provider_shaping]\nfiles = [\"" +
+                       dir.file("rules.toml") + "\"]\n",
+                   clock);
+  return r.ok() ? ::testing::AssertionSuccess()
+                : ::testing::AssertionFailure() << r.error().message;
+}
+
+/// The id of the only automation effect listed by `rules`, or "".
+std::string only_effect_id(Engine& e) {
+  std::string rules = e.control("rules");
+  std::smatch m;
+  if (!std::regex_search(rules, m, std::regex("\"id\":\"([0-9]+:[0-9]+)\""))) {
+    return "";
+  }
+  return rules.find("\"id\"", static_cast<size_t>(m.position(0)) + 1) == std::string::npos
+             ? m[1].str()
+             : "";
+}
+
+TEST(ProviderAutomation, SuspendHoldsTheDestinationUntilItEndsOrIsCancelled) {
+  HostileServer srv(picky_receiver);
+  ASSERT_TRUE(srv.ok());
+  TempDir dir;
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(start_with_rules(e, dir, srv.port(), R"(
+["picky.test"]
+[["picky.test".automation]]
+regex = "\\[TSS04\\]"
+action = "Suspend"
+duration = "2 hours"
+)",
+                               &clock));
+  ASSERT_EQ(e.engine->submit(batch_of("a1", {"tss1@picky.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_deferred(1));
+  ASSERT_TRUE(eventually(
+      [&] { return destination_events(e.events, EventType::kBackoff, "picky.test") == 1; }));
+  auto backoff = e.events.events("");
+  EXPECT_NE(backoff.back().json.find("automation domain picky.test #1: Suspend"), std::string::npos)
+      << backoff.back().json;
+  // Held: new mail is deferred with the provider's words, nothing is sent.
+  uint64_t txns = e.engine->stats().transactions;
+  ASSERT_EQ(e.engine->submit(batch_of("a2", {"ok1@picky.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_deferred(2));
+  EXPECT_NE(e.events.events("ok1@picky.test")[0].response.find("[TSS04]"), std::string::npos);
+  EXPECT_EQ(e.engine->stats().transactions, txns);
+  // The operator sees it and ends it; a flush sends what waited.
+  std::string rules = e.engine->control("rules");
+  EXPECT_NE(rules.find("\"action\":\"Suspend\""), std::string::npos) << rules;
+  EXPECT_NE(rules.find("\"destination\":\"picky.test\""), std::string::npos) << rules;
+  std::string id = only_effect_id(*e.engine);
+  ASSERT_FALSE(id.empty()) << rules;
+  EXPECT_NE(e.engine->control("rules cancel " + id).find("\"effects\":1"), std::string::npos);
+  EXPECT_EQ(e.engine->control("rules").find("\"id\""), std::string::npos);
+  e.engine->control("flush picky.test");
+  ASSERT_TRUE(e.events.wait_finals(1, milliseconds(10'000))) << e.engine->control("list");
+  EXPECT_EQ(e.events.events("ok1@picky.test").back().type, EventType::kDelivered);
+}
+
+TEST(ProviderAutomation, SetConfigAfterAThresholdLastsItsDuration) {
+  HostileServer srv(picky_receiver);
+  ASSERT_TRUE(srv.ok());
+  TempDir dir;
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(start_with_rules(e, dir, srv.port(), R"(
+["picky.test"]
+[["picky.test".automation]]
+regex = "Rate limit exceeded"
+action = {SetConfig = {name = "connection_limit", value = 1}}
+trigger = {Threshold = "2/hr"}
+duration = "1 hour"
+)",
+                               &clock));
+  ASSERT_EQ(e.engine->submit(batch_of("s1", {"slow1@picky.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_deferred(1));
+  barrier(*e.engine);
+  EXPECT_EQ(e.engine->control("rules").find("\"id\""), std::string::npos);  // one match: no
+  ASSERT_EQ(e.engine->submit(batch_of("s2", {"slow2@picky.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_deferred(2));
+  ASSERT_TRUE(eventually(
+      [&] { return e.engine->control("rules").find("SetConfig") != std::string::npos; }));
+  EXPECT_NE(e.engine->control("rules").find("connection_limit=1"), std::string::npos);
+  EXPECT_EQ(json_ints(e.engine->control("list picky.test"), "max_connections"),
+            std::vector<long>{1});
+  // An hour later the override is gone and the configured limit is back.
+  clock.advance(std::chrono::minutes(61));
+  e.engine->wake_for_test();
+  ASSERT_TRUE(
+      eventually([&] { return e.engine->control("rules").find("\"id\"") == std::string::npos; }));
+  EXPECT_EQ(json_ints(e.engine->control("list picky.test"), "max_connections"),
+            std::vector<long>{10});
+}
+
+TEST(ProviderAutomation, BounceRefusesWhatIsQueuedWithTheProvidersWords) {
+  HostileServer srv(picky_receiver);
+  ASSERT_TRUE(srv.ok());
+  TempDir dir;
+  engine::ManualClock clock;
+  EmbeddedEngine e;
+  ASSERT_TRUE(start_with_rules(e, dir, srv.port(), R"(
+["picky.test"]
+[["picky.test".automation]]
+regex = "5\\.7\\.1 Blocked"
+action = "Bounce"
+duration = "30 minutes"
+)",
+                               &clock));
+  ASSERT_EQ(e.engine->submit(batch_of("b1", {"blocked1@picky.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_finals(1));
+  ASSERT_TRUE(eventually(
+      [&] { return e.engine->control("rules").find("\"Bounce\"") != std::string::npos; }));
+  uint64_t txns = e.engine->stats().transactions;
+  ASSERT_EQ(e.engine->submit(batch_of("b2", {"ok2@picky.test", "ok3@picky.test"})).accepted, 2u);
+  ASSERT_TRUE(e.events.wait_finals(3));
+  for (const char* r : {"ok2@picky.test", "ok3@picky.test"}) {
+    auto ev = e.events.events(r);
+    ASSERT_EQ(ev.size(), 1u) << r;
+    EXPECT_EQ(ev[0].type, EventType::kBounced);
+    EXPECT_NE(ev[0].response.find("Blocked by policy"), std::string::npos) << ev[0].json;
+  }
+  EXPECT_EQ(e.engine->stats().transactions, txns);
+  // After the duration, mail goes again.
+  clock.advance(std::chrono::minutes(31));
+  e.engine->wake_for_test();
+  ASSERT_TRUE(
+      eventually([&] { return e.engine->control("rules").find("\"id\"") == std::string::npos; }));
+  ASSERT_EQ(e.engine->submit(batch_of("b3", {"ok4@picky.test"})).accepted, 1u);
+  ASSERT_TRUE(e.events.wait_finals(4));
+  EXPECT_EQ(e.events.events("ok4@picky.test").back().type, EventType::kDelivered);
 }
 
 TEST(Shaping, OperatorPauseFlushDrop) {

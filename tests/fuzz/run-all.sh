@@ -33,6 +33,7 @@ targets=(
   smtp_command_writer_fuzz
   smtp_reply_fuzz
   smtp_server_fuzz
+  shaping_rules_fuzz
   spool_record_fuzz
   template_fuzz
 )
