@@ -167,6 +167,16 @@ max_tls_handshakes = 100
 auth_fail_limit = 5
 auth_fail_window = "60s"
 
+[http]
+listen = ""                # "127.0.0.1:9100": /metrics and /api/inject/v1; "" = off
+api_tokens_file = ""       # bearer tokens for /api/inject/v1, one per line; "" = no injection
+max_connections = 64
+max_body_bytes = "32MiB"
+header_timeout = "10s"     # the request head must be complete this long after its first byte
+body_min_rate = "64KiB"    # bytes per second the body must keep up after header_timeout
+idle_timeout = "60s"       # a keep-alive connection waiting for its next request
+metrics_destinations = 50  # destinations with their own label in /metrics; the rest: "other"
+
 [suppression]
 enabled = true
 invalid_ttl = "30d"
@@ -1031,6 +1041,26 @@ Result<void> read_submission(Section& s, SubmissionConfig* c) {
   return s.finish();
 }
 
+Result<void> read_http(Section& s, HttpConfig* c) {
+  RM_TRY(s.str("listen", &c->listen));
+  if (!c->listen.empty()) {
+    auto ep = parse_endpoint(c->listen, 0);
+    if (!ep.ok() || ep->kind != Endpoint::Kind::kAddress || !ep->port_given || ep->port == 0) {
+      return s.bad("listen", "must be an address with a port such as \"127.0.0.1:9100\"");
+    }
+    c->addr = ep->addr;
+    c->addr_len = ep->addr_len;
+  }
+  RM_TRY(s.str("api_tokens_file", &c->api_tokens_file));
+  RM_TRY(s.integer("max_connections", &c->max_connections, 1, 10'000));
+  RM_TRY(s.bytes("max_body_bytes", &c->max_body_bytes, 1024, 1ull << 30));
+  RM_TRY(s.duration("header_timeout", &c->header_timeout, Millis(100), Millis(600'000)));
+  RM_TRY(s.bytes("body_min_rate", &c->body_min_rate, 1, 1ull << 30));
+  RM_TRY(s.duration("idle_timeout", &c->idle_timeout, Millis(100), Millis(3'600'000)));
+  RM_TRY(s.integer("metrics_destinations", &c->metrics_destinations, 0, 1000));
+  return s.finish();
+}
+
 Result<void> read_dkim(Section& root, Config* c) {
   auto keys = root.tables("dkim");
   RM_TRY(keys);
@@ -1202,6 +1232,9 @@ Result<Config> read_root(const toml::table& root) {
   if (c.submission.hostname.empty()) {
     c.submission.hostname = c.delivery.ehlo_name;
   }
+  auto http = s.sub("http");
+  RM_TRY(http);
+  RM_TRY(read_http(*http, &c.http));
   auto suppression = s.sub("suppression");
   RM_TRY(suppression);
   RM_TRY(read_suppression(*suppression, &c.suppression));

@@ -259,6 +259,28 @@ struct SubmissionConfig {
   Millis auth_fail_window{60'000};
 };
 
+/// The HTTP listener ([http], engine/http_server.h): /metrics and the
+/// injection API. Off while `listen` is empty.
+struct HttpConfig {
+  std::string listen;  // "ip:port"; "" = no listener
+  sockaddr_storage addr{};
+  socklen_t addr_len = 0;
+  /// Bearer tokens for /api/inject/v1, one per line; "" = injection off.
+  std::string api_tokens_file;
+  uint32_t max_connections = 64;        // clients at once; more are answered 503 and closed
+  uint64_t max_body_bytes = 32u << 20;  // 413 above it
+  /// The request head must be complete this long after its first byte
+  /// (408, close). Threat: a client trickling a head to hold a connection.
+  Millis header_timeout{10'000};
+  /// The body must arrive at this average rate (bytes/s) after
+  /// header_timeout: deadline = head end + header_timeout + length / rate.
+  uint64_t body_min_rate = 64 * 1024;
+  Millis idle_timeout{60'000};  // a keep-alive connection without a request
+  /// Destinations (domain and pool) with their own label in the outcome
+  /// counters of /metrics; the rest are counted as domain="other".
+  uint32_t metrics_destinations = 50;
+};
+
 /// A DKIM signing key (RFC 6376, RFC 8463). Several entries for one domain
 /// put several signatures on a message (e.g. rsa-sha256 and ed25519-sha256).
 struct DkimKey {
@@ -384,6 +406,7 @@ struct Config {
   SpoolConfig spool;
   TlsConfig tls;
   SubmissionConfig submission;
+  HttpConfig http;
   std::vector<DkimKey> dkim;
   SuppressionConfig suppression;
   std::string log_level = "info";

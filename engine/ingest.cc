@@ -376,6 +376,9 @@ class Ingest::Conn {
   /// Stores the ACK of batch `seq` and sends every ACK that is now next in
   /// order: ACKs leave in batch order whatever order they complete in.
   void ack_ready(uint64_t seq, proto::Ack ack) {
+    shard_.stats()
+        .batches[static_cast<size_t>(BatchSource::kSocket)][static_cast<size_t>(ack.status)]
+        .fetch_add(1, std::memory_order_relaxed);
     ack.seq = seq;
     size_t slot = static_cast<size_t>(seq - acked_);
     if (slot == 0 || slot > acks_.size()) {

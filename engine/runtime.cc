@@ -16,6 +16,7 @@
 #include <random>
 #include <unordered_set>
 
+#include "engine/http_server.h"
 #include "engine/log.h"
 #include "engine/submission.h"
 #include "proto/address.h"
@@ -284,6 +285,13 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
       return std::move(fd).take_error();
     }
     rt->submission_fds_.push_back(*fd);
+  }
+  if (!c.http.listen.empty()) {
+    auto fd = open_http_socket(c.http);  // engine/http_server.h; served by shard 0
+    if (!fd.ok()) {
+      return std::move(fd).take_error();
+    }
+    rt->http_fd_ = *fd;
   }
   // Everything that needs the starting identity (privileged ports) is
   // done: switch to engine.user before touching the spool, the event file
@@ -1331,6 +1339,10 @@ void Runtime::shutdown(Millis grace) {
     ::close(fd);
   }
   submission_fds_.clear();
+  if (http_fd_ >= 0) {
+    ::close(http_fd_);
+    http_fd_ = -1;
+  }
 }
 
 }  // namespace ringmail::engine

@@ -102,6 +102,8 @@ class Runtime {
   int control_listen_fd() const { return control_fd_; }
   /// Listening sockets of submission.listeners, in order (shard 0 serves them).
   const std::vector<int>& submission_listen_fds() const { return submission_fds_; }
+  /// The [http] listening socket (shard 0 serves it), or -1.
+  int http_listen_fd() const { return http_fd_; }
   uint32_t socket_subscribers() const {
     return socket_subscribers_.load(std::memory_order_acquire);
   }
@@ -165,6 +167,7 @@ class Runtime {
   int listen_fd_ = -1;
   int control_fd_ = -1;
   std::vector<int> submission_fds_;
+  int http_fd_ = -1;
   bool stopped_ = false;
 
   std::mutex mu_;  // start-up handshake and idle waits only, never the data path

@@ -1387,6 +1387,14 @@ size_t Scheduler::drop_batch(const std::string& batch_id) {
   return n;
 }
 
+void Scheduler::queue_depth(uint64_t* ready, uint64_t* retry_waiting, uint64_t* in_flight) const {
+  for (const auto& [key, d] : dests_) {
+    *ready += d->ready.size();
+    *retry_waiting += d->retry_waiting;
+    *in_flight += d->in_flight;
+  }
+}
+
 void Scheduler::list(const std::string& pattern, std::string* out) const {
   using proto::append_json_key;
   using proto::append_json_string;

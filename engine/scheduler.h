@@ -273,6 +273,10 @@ class Scheduler {
   /// Recipients on this shard not yet final.
   uint64_t unfinished() const { return unfinished_; }
   uint64_t connections() const { return connections_; }
+  /// Connections being set up (against delivery.max_connecting).
+  uint32_t connecting() const { return connecting_; }
+  /// Recipients queued, waiting for a retry and in transactions (/metrics).
+  void queue_depth(uint64_t* ready, uint64_t* retry_waiting, uint64_t* in_flight) const;
   /// Stops opening connections and asks every session to QUIT when idle.
   void begin_shutdown();
   /// Closes every connection now, deferring what is in flight.

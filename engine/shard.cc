@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "engine/http_server.h"
 #include "engine/ingest.h"
 #include "engine/log.h"
 #include "engine/runtime.h"
@@ -119,6 +120,15 @@ void Shard::run() {
     submission_->start();
   }
   // --- end submission listeners ---
+  if (id_ == 0 && rt_.http_listen_fd() >= 0) {
+    auto http = HttpServer::create(*this, rt_.http_listen_fd());  // engine/http_server.h
+    if (!http.ok()) {
+      rt_.shard_started(id_, std::move(http).take_error());
+      return;
+    }
+    http_ = std::move(*http);
+    http_->start();
+  }
   arm_wake();
   rt_.shard_started(id_, ok_result());
   loop();
@@ -134,6 +144,7 @@ void Shard::run() {
   ingest_.reset();
   control_.reset();
   submission_.reset();
+  http_.reset();
   // c-ares first: destroying the channel drops its callbacks, so nothing
   // calls into the scheduler while it goes away.
   dns_client_.reset();
@@ -285,11 +296,15 @@ void Shard::loop() {
         if (submission_ != nullptr) {
           submission_->stop();
         }
+        if (http_ != nullptr) {
+          http_->stop();
+        }
         scheduler_->abort_all();
       }
       if (scheduler_->quiescent() && (ingest_ == nullptr || ingest_->stopped()) &&
           (control_ == nullptr || control_->stopped()) &&
           (submission_ == nullptr || submission_->stopped()) &&
+          (http_ == nullptr || http_->stopped()) &&
           (spool_ == nullptr || spool_->idle() || !spool_->healthy())) {
         break;
       }
@@ -370,6 +385,7 @@ void Shard::emit(const OutcomeRecord& rec) {
   if (rec.unknown) {
     stats_.unknown_outcomes.fetch_add(1, std::memory_order_relaxed);
   }
+  dest_counters_.count(rec.recipient, rec.msg->pool(), rec.type);
   json_scratch_.clear();
   format_event_json(json_scratch_, rec);
   EventView v;

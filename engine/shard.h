@@ -28,6 +28,7 @@
 #include "engine/config.h"
 #include "engine/dsn.h"
 #include "engine/events.h"
+#include "engine/metrics.h"
 #include "engine/resolver.h"
 #include "engine/ring.h"
 #include "engine/scheduler.h"
@@ -41,6 +42,7 @@ class Runtime;
 class Shard;
 class Ingest;
 class Submission;  // engine/submission.h
+class HttpServer;  // engine/http_server.h
 class TlsClient;   // engine/tls.h
 
 struct ShardMsg {
@@ -79,6 +81,14 @@ struct ShardStats {
   std::atomic<uint64_t> submission_auth_checks{0};  // password checks run (PBKDF2)
   std::atomic<uint64_t> submission_reclaimed{0};    // idle sessions closed to admit a client
   std::atomic<uint64_t> submission_timeouts{0};     // sessions closed by a deadline
+  // Batches answered, by entry point (BatchSource) and ack status
+  // (proto::AckStatus), and TLS handshakes by side and result: /metrics
+  // (engine/metrics.h). Written on shard 0 except the client handshakes.
+  std::atomic<uint64_t> batches[kBatchSources][kAckStatuses];
+  std::atomic<uint64_t> tls_client_ok{0};
+  std::atomic<uint64_t> tls_client_failed{0};
+  std::atomic<uint64_t> tls_server_ok{0};
+  std::atomic<uint64_t> tls_server_failed{0};
 };
 
 class Shard {
@@ -105,6 +115,11 @@ class Shard {
   Ingest* control_server() { return control_.get(); }
   /// The submission listeners (shard 0 only, when configured), or null.
   Submission* submission() { return submission_.get(); }
+  /// The HTTP listener (shard 0 only, when http.listen is set), or null.
+  HttpServer* http() { return http_.get(); }
+  DnsCache& dns_cache() { return *dns_cache_; }
+  /// Outcome counts per destination, for /metrics (engine/metrics.h).
+  DestinationCounters& destination_counters() { return dest_counters_; }
   /// This shard's client TLS state (context, session cache); created on
   /// first use.
   TlsClient& tls_client();
@@ -161,7 +176,9 @@ class Shard {
   std::unique_ptr<Ingest> ingest_;
   std::unique_ptr<Ingest> control_;  // the control socket (same protocol, operator commands)
   std::unique_ptr<Submission> submission_;
+  std::unique_ptr<HttpServer> http_;
   std::unique_ptr<TlsClient> tls_client_;
+  DestinationCounters dest_counters_;
   std::deque<ShardMsg> local_;
   std::vector<std::deque<ShardMsg>> overflow_;  // per destination shard
   std::vector<uint8_t> wake_pending_;           // per destination shard

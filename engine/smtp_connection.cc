@@ -293,6 +293,7 @@ void SmtpConnection::continue_handshake() {
   }
   tls_handshaking_ = false;
   tls_timer_.cancel();
+  shard_.stats().tls_client_ok.fetch_add(1, std::memory_order_relaxed);
   tls_summary_ = tls_->summary();
   RM_LOG_DEBUG("TLS with %s (%s): %s%s", mx_.c_str(), peer_.c_str(), tls_summary_.c_str(),
                tls_->resumed() ? " (resumed)" : "");
@@ -308,6 +309,7 @@ void SmtpConnection::continue_handshake() {
 }
 
 void SmtpConnection::tls_failed(const std::string& what) {
+  shard_.stats().tls_client_failed.fetch_add(1, std::memory_order_relaxed);
   tls_handshaking_ = false;
   tls_timer_.cancel();
   in_session_call_ = true;

@@ -666,6 +666,7 @@ void Spool::start_write() {
       on_fsync(-inject);
       return;
     }
+    fsync_started_ = std::chrono::steady_clock::now();
     shard_.ring().fsync(fd_, true, &fsync_op_);
     return;
   }
@@ -758,6 +759,7 @@ void Spool::on_write(int res) {
     on_fsync(-inject);
     return;
   }
+  fsync_started_ = std::chrono::steady_clock::now();
   shard_.ring().fsync(fd_, /*datasync=*/true, &fsync_op_);
 }
 
@@ -769,6 +771,8 @@ void Spool::on_fsync(int res) {
   committed_ = segments_[seg_].size;
   unsynced_ = false;
   ++stats_.commits;
+  stats_.fsync.observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - fsync_started_).count());
   failpoint("spool_after_fsync");
   // Compaction snapshots in the covered writes are durable now.
   for (auto& [job, seg] : snapshot_done_) {

@@ -59,6 +59,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -68,6 +69,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/metrics.h"
 #include "engine/ring.h"
 #include "engine/timer_wheel.h"
 
@@ -109,6 +111,7 @@ struct SpoolStats {
   uint64_t compacted_jobs = 0;
   uint64_t retired_segments = 0;
   uint64_t errors = 0;
+  FsyncHistogram fsync;  // data fsyncs that succeeded, by latency (/metrics)
 };
 
 class Spool {
@@ -229,6 +232,7 @@ class Spool {
   bool probe_due_ = false;
   bool error_logged_ = false;
   SpoolStats stats_;
+  std::chrono::steady_clock::time_point fsync_started_{};
   static void on_probe(void* self);
   static void on_async(void* self);
 };

@@ -396,6 +396,9 @@ void Submission::on_auth_result(uint64_t conn, const std::string& key, const std
 }
 
 void Submission::on_ack(uint64_t conn, proto::Ack ack) {
+  shard_.stats()
+      .batches[static_cast<size_t>(BatchSource::kSubmission)][static_cast<size_t>(ack.status)]
+      .fetch_add(1, std::memory_order_relaxed);
   auto it = conns_.find(conn);
   if (it == conns_.end()) {
     return;  // the client left before its message was acknowledged

@@ -203,12 +203,14 @@ class Submission::Conn {
     tls_timer_.cancel();
     tls_handshaking_ = false;
     if (st != TlsChannel::Status::kDone) {
+      shard_.stats().tls_server_failed.fetch_add(1, std::memory_order_relaxed);
       RM_LOG_INFO("submission %s: TLS with %s failed: %s", listener_.cfg->listen.c_str(),
                   peer_.c_str(), tls_->error().c_str());
       tls_.reset();  // the alert (if any) is in queued_; nothing more is said
       begin_close();
       return;
     }
+    shard_.stats().tls_server_ok.fetch_add(1, std::memory_order_relaxed);
     tls_summary_ = tls_->summary();
     // Out of the handshake slots; a session slot now, like any newcomer.
     bool admitted = owner_.finish_handshake(this, shard_.clock().now());
@@ -433,6 +435,7 @@ class Submission::Conn {
             "submission: TLS handshake from %s not completed within %lldms", c->peer_.c_str(),
             static_cast<long long>(c->shard_.config().submission.tls_handshake_timeout.count()));
         c->shard_.stats().submission_timeouts.fetch_add(1, std::memory_order_relaxed);
+        c->shard_.stats().tls_server_failed.fetch_add(1, std::memory_order_relaxed);
         c->finish();
       }
     });

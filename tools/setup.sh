@@ -37,6 +37,9 @@ if [ "$test_deps" = 1 ]; then
              libclang-rt-14-dev clang-format iproute2 procps)
   # swaks's TLS: a Recommends, which --no-install-recommends skips.
   packages+=(libnet-ssleay-perl)
+  # The HTTP listener's tests: curl as the client, and Prometheus's own
+  # text-format parser (prometheus_client) to read /metrics.
+  packages+=(curl python3-prometheus-client)
 fi
 
 missing=()

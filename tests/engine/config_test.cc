@@ -284,3 +284,46 @@ TEST(Config, Endpoints) {
 
 }  // namespace
 }  // namespace ringmail::engine
+
+namespace ringmail::engine {
+namespace {
+
+TEST(Config, HttpListener) {
+  auto d = parse_config("", "<test>");
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->http.listen.empty()) << "off by default";
+  EXPECT_EQ(d->http.max_connections, 64u);
+  EXPECT_EQ(d->http.max_body_bytes, 32u << 20);
+  EXPECT_EQ(d->http.header_timeout, Millis(10'000));
+  EXPECT_EQ(d->http.body_min_rate, 64u * 1024);
+  EXPECT_EQ(d->http.idle_timeout, Millis(60'000));
+  EXPECT_EQ(d->http.metrics_destinations, 50u);
+  auto c = parse_config(
+      "[http]\nlisten = \"127.0.0.1:9100\"\napi_tokens_file = \"tokens\"\n"
+      "max_body_bytes = \"1MiB\"\nmetrics_destinations = 0\n",
+      "<test>");
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  EXPECT_EQ(c->http.addr.ss_family, AF_INET);
+  EXPECT_EQ(c->http.max_body_bytes, 1u << 20);
+  EXPECT_EQ(c->http.metrics_destinations, 0u);
+  const std::pair<std::string, std::string> bad[] = {
+      {"[http]\nlisten = \"localhost:9100\"\n", "http.listen: must be an address with a port"},
+      {"[http]\nlisten = \"127.0.0.1\"\n", "http.listen: must be an address with a port"},
+      {"[http]\nlisten = \"127.0.0.1:0\"\n", "http.listen: must be an address with a port"},
+      {"[http]\nmax_connections = 0\n", "http.max_connections: must be between 1"},
+      {"[http]\nmax_body_bytes = 10\n", "http.max_body_bytes: must be between"},
+      {"[http]\nheader_timeout = \"10ms\"\n", "http.header_timeout: must be between"},
+      {"[http]\nbody_min_rate = 0\n", "http.body_min_rate: must be between 1"},
+      {"[http]\nidle_timeout = \"2h\"\n", "http.idle_timeout: must be between"},
+      {"[http]\nmetrics_destinations = 1001\n", "http.metrics_destinations: must be between 0"},
+      {"[http]\nlisen = \"127.0.0.1:9100\"\n", "unknown key 'http.lisen'"},
+  };
+  for (const auto& [toml, want] : bad) {
+    auto r = parse_config(toml, "<test>");
+    ASSERT_FALSE(r.ok()) << toml;
+    EXPECT_NE(r.error().message.find(want), std::string::npos) << r.error().message;
+  }
+}
+
+}  // namespace
+}  // namespace ringmail::engine

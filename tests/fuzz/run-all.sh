@@ -28,7 +28,9 @@ targets=(
   dns_answer_fuzz
   dot_stuff_fuzz
   esmtp_caps_fuzz
+  http_request_fuzz
   json_fuzz
+  json_reader_fuzz
   smtp_command_parser_fuzz
   smtp_command_writer_fuzz
   smtp_reply_fuzz
