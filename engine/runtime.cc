@@ -222,11 +222,11 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
     rt->spool_lock_fd_ = *lock;
   }
   if (!c.events.file.empty()) {
-    rt->event_fd_ = ::open(c.events.file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (rt->event_fd_ < 0) {
-      return make_error(Errc::kIo,
-                        "events.file: cannot open " + c.events.file + ": " + std::strerror(errno));
+    auto file = EventFile::open(c.events.file);
+    if (!file.ok()) {
+      return std::move(file).take_error();
     }
+    rt->event_file_ = std::move(*file);
   }
   if (!c.ingest.socket.empty()) {
     auto fd = open_listen_socket("ingest.socket", c.ingest.socket, c.ingest.socket_mode);
@@ -307,9 +307,6 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
 
 Runtime::~Runtime() {
   shutdown(Millis(0));
-  if (event_fd_ >= 0) {
-    ::close(event_fd_);
-  }
   if (spool_lock_fd_ >= 0) {
     ::close(spool_lock_fd_);  // start() failed before any shard ran
   }
@@ -957,10 +954,20 @@ void Runtime::control(std::string_view line, int from_shard,
     done(suppression_command(arg));
     return;
   }
+  if (cmd == "reopen-logs") {
+    std::string file = config_.events.file;
+    reopen_event_file(from_shard, [done = std::move(done), file](std::string error) {
+      std::string out = "{\"ok\":true,\"command\":\"reopen-logs\",\"events_file\":";
+      proto::append_json_string(out, file);
+      done(error.empty() ? out + "}" : control_error(error));
+    });
+    return;
+  }
   bool needs_arg = cmd == "pause" || cmd == "resume" || cmd == "flush" || cmd == "drop-batch";
   if (cmd != "list" && !needs_arg) {
     done(control_error("unknown command \"" + cmd +
-                       "\" (list, pause, resume, flush, drop-batch, stats, suppression)"));
+                       "\" (list, pause, resume, flush, drop-batch, stats, suppression, "
+                       "reopen-logs)"));
     return;
   }
   if (needs_arg && arg.empty()) {
