@@ -11,6 +11,7 @@
 //   ringmail-ctl [--socket PATH] suppression check ADDRESS
 //   ringmail-ctl [--socket PATH] suppression add ADDRESS [REASON [TTL_S [NOTE...]]]
 //   ringmail-ctl [--socket PATH] suppression remove ADDRESS
+//   ringmail-ctl [--socket PATH] reopen-logs
 //
 // Patterns: an exact domain, "*.example.com" for subdomains, or "*". Prints
 // the daemon's JSON reply; exit status 0 when it says ok, 1 when not, 2 on
@@ -48,6 +49,8 @@ int main(int argc, char** argv) {
           "                        invalid_recipient; TTL_S seconds, 0 = never expires\n"
           "  suppression remove ADDRESS\n"
           "                        make ADDRESS deliverable again\n"
+          "  reopen-logs           reopen the event file (after it was renamed, for log\n"
+          "                        rotation); answers once the old file is complete\n"
           "PATTERN: example.com, *.example.com or *\n");
       return 0;
     } else {
