@@ -1,7 +1,8 @@
 // Operations: ringmaild as a service manager and an operator see it —
 // systemd readiness, status and watchdog (sd_notify datagrams to a socket
-// the test owns, no systemd needed), and the event file reopened on SIGHUP
-// and by `ringmail-ctl reopen-logs` without losing or repeating a line.
+// the test owns, no systemd needed), the event file reopened on SIGHUP and
+// by `ringmail-ctl reopen-logs` without losing or repeating a line, and the
+// `ringmail-ctl queue` summary.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -19,6 +20,7 @@
 
 #include "tests/e2e/harness.h"
 #include "tools/batch_client.h"
+#include "tools/queue_summary.h"
 #include "tools/service_notify.h"
 
 namespace ringmail::testing {
@@ -518,6 +520,105 @@ TEST_F(OperationsTest, LogrotateSnippetRotatesTheEventFile) {
   EXPECT_EQ(recipients_in(events_, &whole),
             std::multiset<std::string>(second.begin(), second.end()));
   EXPECT_EQ(daemon_.terminate(), 0) << daemon_.err();
+}
+
+// --- ringmail-ctl queue ----------------------------------------------------------
+
+TEST_F(OperationsTest, QueueSummaryShowsDeferredDestinationsAndTotals) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  uint16_t closed = free_port();  // nothing listens: connections are refused
+  start_daemon(route_to(sink.port()) + "[routing.domains]\n\"closed.test\" = \"127.0.0.1:" +
+               std::to_string(closed) + "\"\n[retry]\nschedule = [\"10m\"]\n");
+  auto client = tools::BatchClient::connect(socket_, "test", 10'000);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  ASSERT_EQ(
+      submit(*client, "q1",
+             {"a@closed.test", "b@closed.test", "c@closed.test", "x@open.test", "y@open.test"})
+          .accepted,
+      5u);
+  ASSERT_TRUE(sink.wait_stat("recipients", 2));
+  std::string json;
+  ASSERT_TRUE(eventually([&] {
+    return ctl({"queue", "--json"}, &json) == 0 &&
+           json.find("\"domain\":\"closed.test\"") != std::string::npos &&
+           json.find("\"deferred\":3,") != std::string::npos;
+  })) << json;
+
+  // Machine output: one object per destination with mail, and totals.
+  EXPECT_NE(json.find("\"pool\":\"default\""), std::string::npos) << json;
+  EXPECT_NE(json.find("\"last_error\":\"451 4.4.1"), std::string::npos) << json;
+  EXPECT_NE(json.find("Connection refused"), std::string::npos) << json;
+  EXPECT_GE(json_number(json, "oldest_ms"), 0) << json;
+  EXPECT_GE(json_number(json, "next_retry_ms"), 1) << json;
+  EXPECT_NE(json.find("\"held\":true"), std::string::npos) << json;
+  EXPECT_EQ(json.find("open.test"), std::string::npos) << "delivered destinations are idle";
+  EXPECT_NE(json.find("\"totals\":{\"destinations\":1,\"queued\":0,\"in_flight\":0,"
+                      "\"deferred\":3,"),
+            std::string::npos)
+      << json;
+
+  // Human output, like postqueue -p: a header, a line per destination and
+  // its last deferral, totals.
+  std::string text;
+  ASSERT_EQ(ctl({"queue"}, &text), 0) << text;
+  std::vector<std::string> lines;
+  for (size_t pos = 0; pos < text.size();) {
+    size_t nl = text.find('\n', pos);
+    lines.push_back(text.substr(pos, nl - pos));
+    pos = nl == std::string::npos ? text.size() : nl + 1;
+  }
+  ASSERT_EQ(lines.size(), 4u) << text;
+  EXPECT_EQ(lines[0].rfind("Destination", 0), 0u) << text;
+  EXPECT_EQ(lines[1].rfind("closed.test ", 0), 0u) << text;
+  EXPECT_NE(lines[1].find(" default "), std::string::npos) << text;
+  EXPECT_NE(lines[1].find(" 0/"), std::string::npos) << text;  // no connection
+  EXPECT_NE(lines[1].find("backoff"), std::string::npos) << text;
+  EXPECT_NE(lines[2].find("Connection refused"), std::string::npos) << text;
+  EXPECT_NE(lines[2].find("retry in"), std::string::npos) << text;
+  EXPECT_EQ(lines[3].rfind("-- 1 destination: 0 queued, 0 in flight, 3 deferred; oldest ", 0), 0u)
+      << text;
+
+  // --all lists idle destinations too; a pattern narrows the listing.
+  std::string all;
+  ASSERT_EQ(ctl({"queue", "--all"}, &all), 0) << all;
+  EXPECT_NE(all.find("\nopen.test "), std::string::npos) << all;
+  std::string open;
+  ASSERT_EQ(ctl({"queue", "open.test"}, &open), 0) << open;
+  EXPECT_EQ(open, "Mail queue is empty\n");
+
+  // Paused shows in the state column.
+  std::string paused;
+  ASSERT_EQ(ctl({"pause", "closed.test"}, &paused), 0) << paused;
+  ASSERT_EQ(ctl({"queue", "closed.test"}, &paused), 0) << paused;
+  EXPECT_NE(paused.find("paused"), std::string::npos) << paused;
+  EXPECT_EQ(daemon_.terminate(), 0) << daemon_.err();
+}
+
+TEST(QueueSummary, DurationsAreShortAndExact) {
+  EXPECT_EQ(tools::short_duration(0), "0s");
+  EXPECT_EQ(tools::short_duration(999), "0s");
+  EXPECT_EQ(tools::short_duration(59'000), "59s");
+  EXPECT_EQ(tools::short_duration(298'000), "4m58s");
+  EXPECT_EQ(tools::short_duration(3'600'000), "1h00m");
+  EXPECT_EQ(tools::short_duration(7'500'000), "2h05m");
+  EXPECT_EQ(tools::short_duration(3 * 86'400'000 + 4 * 3'600'000), "3d04h");
+}
+
+TEST(QueueSummary, MalformedRepliesAreErrorsNotCrashes) {
+  for (const char* bad :
+       {"", "{", "[]", "{\"ok\":true}", "{\"ok\":true,\"destinations\":{}}",
+        "{\"ok\":true,\"destinations\":[1]}", "{\"ok\":true,\"destinations\":[{\"domain\":5}]}",
+        "{\"ok\":true,\"destinations\":[]} trailing",
+        "{\"ok\":true,\"destinations\":[{\"domain\":\"a\\ud800\"}]}"}) {
+    auto r = tools::parse_listing(bad);
+    EXPECT_FALSE(r.ok()) << bad;
+  }
+  std::string deep(10'000, '[');
+  EXPECT_FALSE(tools::parse_listing(deep).ok());
+  auto empty = tools::parse_listing("{\"ok\":true,\"command\":\"list\",\"destinations\":[]}");
+  ASSERT_TRUE(empty.ok()) << empty.error().message;
+  EXPECT_TRUE(empty->empty());
 }
 
 // --- the unit file -------------------------------------------------------------
