@@ -6,7 +6,8 @@
 # Idempotent: only missing packages are installed (apt-get, as root; sudo is
 # used when not root). --test-deps adds the real peers the test suite runs
 # against (Postfix smtp-sink/smtp-source, dnsmasq, swaks, aiosmtpd, dkimpy,
-# openssl) and clang's libFuzzer runtime. The build goes to build/ (release
+# openssl), the checkers of the shipped service files (systemd-analyze,
+# logrotate) and clang's libFuzzer runtime. The build goes to build/ (release
 # with debug info) unless --mode/--builddir say otherwise.
 set -euo pipefail
 
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --test-deps) test_deps=1; shift ;;
     --no-build) build=0; shift ;;
     --builddir) builddir=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -37,6 +38,8 @@ if [ "$test_deps" = 1 ]; then
              libclang-rt-14-dev clang-format iproute2 procps)
   # swaks's TLS: a Recommends, which --no-install-recommends skips.
   packages+=(libnet-ssleay-perl)
+  # tools/ringmaild.service (systemd-analyze verify), tools/ringmail.logrotate.
+  packages+=(systemd logrotate)
 fi
 
 missing=()
