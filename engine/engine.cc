@@ -96,6 +96,21 @@ std::string Engine::control(std::string_view command) {
   return fut.get();
 }
 
+Result<void> Engine::reopen_event_file() {
+  auto reply = std::make_shared<std::promise<std::string>>();
+  auto fut = reply->get_future();
+  rt_->reopen_event_file(-1, [reply](std::string error) { reply->set_value(std::move(error)); });
+  std::string error = fut.get();
+  if (!error.empty()) {
+    return make_error(Errc::kIo, error);
+  }
+  return ok_result();
+}
+
+std::vector<uint64_t> Engine::loop_iterations() {
+  return rt_->loop_iterations();
+}
+
 void Engine::wake_for_test() {
   rt_->wake_all();
 }

@@ -1,5 +1,9 @@
 #include "engine/events.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 
 #include "engine/log.h"
@@ -143,27 +147,63 @@ void format_destination_json(std::string& out, const DestinationRecord& rec) {
   out.push_back('}');
 }
 
+Result<std::shared_ptr<EventFile>> EventFile::open(const std::string& path) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) {
+    return make_error(Errc::kIo, "events.file: cannot open " + path + ": " + std::strerror(errno));
+  }
+  return std::shared_ptr<EventFile>(new EventFile(fd, path));
+}
+
+EventFile::~EventFile() {
+  ::close(fd_);
+}
+
+EventLog::EventLog(Ring& ring, std::shared_ptr<EventFile> file) : ring_(ring) {
+  files_.push_back(Target{std::move(file), {}, {}});
+}
+
 EventLog::~EventLog() = default;
 
 void EventLog::append_line(std::string_view json) {
-  if (fd_ < 0) {
+  Target& t = files_.back();
+  if (t.file == nullptr) {
     return;
   }
-  pending_.append(json);
-  pending_.push_back('\n');
+  t.pending.append(json);
+  t.pending.push_back('\n');
+}
+
+void EventLog::reopen(std::shared_ptr<EventFile> file, std::function<void()> written) {
+  RM_ASSERT(files_.back().file != nullptr);
+  files_.back().written = std::move(written);
+  files_.push_back(Target{std::move(file), {}, {}});
 }
 
 void EventLog::flush() {
-  if (fd_ < 0 || writing_ || pending_.empty()) {
+  if (writing_) {
     return;
   }
-  writing_buf_.swap(pending_);
-  pending_.clear();
+  // A previous file whose lines are all written is done with: it closes
+  // when no shard holds it any more.
+  while (files_.size() > 1 && files_.front().pending.empty()) {
+    std::function<void()> written = std::move(files_.front().written);
+    files_.pop_front();
+    if (written) {
+      written();
+    }
+  }
+  Target& t = files_.front();
+  if (t.file == nullptr || t.pending.empty()) {
+    return;
+  }
+  writing_buf_.swap(t.pending);
+  t.pending.clear();
   written_ = 0;
   writing_ = true;
   // Offset is ignored for O_APPEND files: the kernel appends each write
   // whole, so lines of different shards never interleave.
-  ring_.write(fd_, writing_buf_.data(), writing_buf_.size(), 0, this);
+  ring_.write(t.file->fd(), writing_buf_.data(), writing_buf_.size(), 0, this);
 }
 
 void EventLog::complete(int res, uint32_t /*flags*/) {
@@ -180,7 +220,8 @@ void EventLog::complete(int res, uint32_t /*flags*/) {
   }
   written_ += static_cast<size_t>(res);
   if (written_ < writing_buf_.size() && res > 0) {
-    ring_.write(fd_, writing_buf_.data() + written_, writing_buf_.size() - written_, 0, this);
+    ring_.write(files_.front().file->fd(), writing_buf_.data() + written_,
+                writing_buf_.size() - written_, 0, this);
     return;
   }
   error_logged_ = false;

@@ -11,10 +11,16 @@
 ///   - to subscribers: embedding callbacks run on the shard thread that
 ///     produced the event; socket subscribers receive them through the
 ///     ingest shard.
-/// Thread safety: an EventLog belongs to one shard.
+/// The file is reopened by name for log rotation (SIGHUP, `ringmail-ctl
+/// reopen-logs`): each shard's EventLog switches to the new file between
+/// two writes (EventLog::reopen), so a line is never split, lost or
+/// written twice.
+/// Thread safety: an EventLog belongs to one shard; an EventFile is shared
+/// by every shard's EventLog and closed by the last one to let it go.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,6 +29,7 @@
 
 #include "engine/delivery_session.h"
 #include "engine/ring.h"
+#include "proto/result.h"
 
 namespace ringmail::engine {
 
@@ -90,26 +97,58 @@ void format_destination_json(std::string& out, const DestinationRecord& rec);
 /// Formats `rec` as one JSON object (no newline) appended to `out`.
 void format_event_json(std::string& out, const OutcomeRecord& rec);
 
+/// The event file, opened for appending (O_APPEND: the kernel places each
+/// write whole at the end, so the lines of different shards never
+/// interleave). Any thread; closed when the last owner lets go.
+class EventFile {
+ public:
+  /// Opens (creating, mode 0640) `path`. Errors: open(2) failed.
+  static Result<std::shared_ptr<EventFile>> open(const std::string& path);
+  ~EventFile();
+  EventFile(const EventFile&) = delete;
+  EventFile& operator=(const EventFile&) = delete;
+  int fd() const { return fd_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  EventFile(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  int fd_;
+  std::string path_;
+};
+
 class EventLog final : public Completion {
  public:
-  /// `fd` is the shared O_APPEND event file (or -1).
-  EventLog(Ring& ring, int fd) : ring_(ring), fd_(fd) {}
+  /// `file`: the shared event file, or null for none.
+  EventLog(Ring& ring, std::shared_ptr<EventFile> file);
   ~EventLog();
 
   void append_line(std::string_view json);
-  /// Starts a write of buffered lines if none is in flight. Call once per
-  /// loop iteration.
+  /// Starts a write of buffered lines if none is in flight, and retires a
+  /// previous file whose lines are all written. Call once per loop
+  /// iteration.
   void flush();
-  bool idle() const { return !writing_ && pending_.empty(); }
+  bool idle() const { return !writing_ && files_.size() == 1 && files_.front().pending.empty(); }
   uint64_t write_errors() const { return write_errors_; }
+  /// Switches to `file`: every line appended before this call goes to the
+  /// current file (after the write in flight, if any), every later one to
+  /// `file`. `written` runs on this shard, from flush(), once the lines
+  /// for the previous file are written (or failed and counted). Only
+  /// valid when the log was created with a file.
+  void reopen(std::shared_ptr<EventFile> file, std::function<void()> written);
 
   void complete(int res, uint32_t flags) override;
 
  private:
+  /// A file and the lines waiting for it. The front one is written; the
+  /// back one receives new lines; more than one after reopen().
+  struct Target {
+    std::shared_ptr<EventFile> file;
+    std::string pending;
+    std::function<void()> written;  // runs when this target is retired
+  };
   Ring& ring_;
-  int fd_;
-  std::string pending_;
-  std::string writing_buf_;
+  std::deque<Target> files_;  // never empty
+  std::string writing_buf_;   // in flight to files_.front()
   size_t written_ = 0;
   bool writing_ = false;
   uint64_t write_errors_ = 0;

@@ -106,9 +106,25 @@ class Engine {
   Stats stats() const;
   /// Runs an operator command (the ringmail-ctl commands: "list [PATTERN]",
   /// "pause PATTERN", "resume PATTERN", "flush PATTERN", "drop-batch ID",
-  /// "stats", "suppression list|check|add|remove …") and returns the JSON
-  /// reply. Blocks until every shard answered.
+  /// "stats", "suppression list|check|add|remove …", "reopen-logs") and
+  /// returns the JSON reply. Blocks until every shard answered.
   std::string control(std::string_view command);
+  /// Reopens events.file by name, for log rotation: the file was renamed,
+  /// and lines from now on go to a new file at the configured path. Each
+  /// shard switches between two writes, so every line lands whole in
+  /// exactly one file — in the old one if it was produced before the call.
+  /// Returns once every line meant for the old file is written, so it can
+  /// be compressed or removed then. Without an event file: nothing to do.
+  /// Errors: the file cannot be opened (the old one stays in use), or the
+  /// engine is stopping. Blocks until then; like control(), it must not
+  /// race shutdown() (a shard that stops first never answers).
+  Result<void> reopen_event_file();
+  /// Liveness, for a supervisor's watchdog: per shard, how many loop
+  /// iterations it has completed. Each call also wakes every shard, so a
+  /// healthy shard's count has moved by the next call however idle it is;
+  /// one that stays put across calls some time apart is stuck (a shard
+  /// falling asleep just as it is woken may need one call more).
+  std::vector<uint64_t> loop_iterations();
   const engine::Config& config() const;
   /// With a ManualClock: after advancing it, wake the shards so they look at
   /// their timers.

@@ -307,11 +307,11 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
     rt->spool_lock_fd_ = *lock;
   }
   if (!c.events.file.empty()) {
-    rt->event_fd_ = ::open(c.events.file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
-    if (rt->event_fd_ < 0) {
-      return make_error(Errc::kIo,
-                        "events.file: cannot open " + c.events.file + ": " + std::strerror(errno));
+    auto file = EventFile::open(c.events.file);
+    if (!file.ok()) {
+      return std::move(file).take_error();
     }
+    rt->event_file_ = std::move(*file);
   }
   {
     auto signer = DkimSigner::create(c.dkim);
@@ -371,9 +371,6 @@ Result<std::unique_ptr<Runtime>> Runtime::start(Config config, const Clock* cloc
 
 Runtime::~Runtime() {
   shutdown(Millis(0));
-  if (event_fd_ >= 0) {
-    ::close(event_fd_);
-  }
   if (spool_lock_fd_ >= 0) {
     ::close(spool_lock_fd_);  // start() failed before any shard ran
   }
@@ -1026,6 +1023,15 @@ void Runtime::control(std::string_view line, int from_shard,
     done(suppression_command(arg));
     return;
   }
+  if (cmd == "reopen-logs") {
+    std::string file = config_.events.file;
+    reopen_event_file(from_shard, [done = std::move(done), file](std::string error) {
+      std::string out = "{\"ok\":true,\"command\":\"reopen-logs\",\"events_file\":";
+      proto::append_json_string(out, file);
+      done(error.empty() ? out + "}" : control_error(error));
+    });
+    return;
+  }
   if (cmd == "rules" && (arg == "cancel" || arg.starts_with("cancel "))) {
     // "rules cancel ID|PATTERN": one effect by id, or those of matching destinations.
     cmd = "rules-cancel";
@@ -1035,7 +1041,8 @@ void Runtime::control(std::string_view line, int from_shard,
                    cmd == "rules-cancel";
   if (cmd != "list" && cmd != "rules" && !needs_arg) {
     done(control_error("unknown command \"" + cmd +
-                       "\" (list, pause, resume, flush, drop-batch, stats, rules, suppression)"));
+                       "\" (list, pause, resume, flush, drop-batch, stats, rules, suppression, "
+                       "reopen-logs)"));
     return;
   }
   if (needs_arg && arg.empty()) {

@@ -97,7 +97,20 @@ class Runtime {
   /// Tests with a ManualClock: wake every shard so timers are re-examined.
   void wake_all();
   bool accepting() const { return accepting_.load(std::memory_order_acquire); }
-  int event_file_fd() const { return event_fd_; }
+  /// The event file shards start with (null: none).
+  std::shared_ptr<EventFile> event_file() {
+    std::lock_guard lock(event_file_mu_);
+    return event_file_;
+  }
+  /// Reopens events.file by name (log rotation; Engine::reopen_event_file):
+  /// every shard switches between two writes. `done` gets "" or what went
+  /// wrong once every line meant for the old file is written: on shard
+  /// `from_shard`'s thread (-1: a non-shard caller; then on whichever shard
+  /// finished last, or on the caller's thread before returning).
+  void reopen_event_file(int from_shard, std::function<void(std::string error)> done);
+  /// Per shard, the loop iterations completed so far; wakes every shard so
+  /// an idle one turns before the next look.
+  std::vector<uint64_t> loop_iterations();
   int ingest_listen_fd() const { return listen_fd_; }
   int control_listen_fd() const { return control_fd_; }
   /// Listening sockets of submission.listeners, in order (shard 0 serves them).
@@ -162,7 +175,8 @@ class Runtime {
   std::atomic<uint32_t> socket_subscribers_{0};
   std::atomic<bool> accepting_{true};
   std::string batch_prefix_;
-  int event_fd_ = -1;
+  std::mutex event_file_mu_;  // reopens are serialised: every shard sees them in one order
+  std::shared_ptr<EventFile> event_file_;
   int spool_lock_fd_ = -1;  // flock on spool.dir/lock while the engine runs
   int listen_fd_ = -1;
   int control_fd_ = -1;

@@ -919,6 +919,8 @@ void Scheduler::schedule_retry(Destination& d, std::vector<QItem> items, const s
   g->items = std::move(items);
   g->last_reply = why;
   g->last_attempt_wall_ms = shard_.clock().wall_ms();
+  d.last_error = why;
+  d.last_error_wall_ms = g->last_attempt_wall_ms;
   // Every item of a group shares a transaction, hence attempts and message.
   const RcptEntry& r0 = g->items.front().job->rcpts[g->items.front().idx];
   TimePoint now = shard_.clock().now();
@@ -1395,15 +1397,92 @@ void Scheduler::queue_depth(uint64_t* ready, uint64_t* retry_waiting, uint64_t* 
   }
 }
 
+namespace {
+
+/// What waits in one destination, for the operator listing: the oldest
+/// queued or deferred recipient and the earliest retry. Consecutive
+/// entries of one job count once (they share its acceptance time).
+struct WaitingSummary {
+  std::optional<TimePoint> oldest;
+  std::optional<int64_t> next_retry_wall_ms;
+
+  void add_job(const Job* job) {
+    TimePoint t = job->msg->accepted_at();
+    if (!oldest || t < *oldest) {
+      oldest = t;
+    }
+  }
+  void add_ready(const std::deque<QItem>& ready) {
+    const Job* last = nullptr;
+    for (const QItem& q : ready) {
+      if (q.job != last) {
+        add_job(q.job);
+        last = q.job;
+      }
+    }
+  }
+  void add_retry_group(const RetryGroup& g) {
+    const Job* last = nullptr;
+    for (const QItem& q : g.items) {
+      if (q.job == last) {
+        continue;
+      }
+      last = q.job;
+      add_job(q.job);
+      int64_t due = q.job->msg->accepted_wall_ms() +
+                    static_cast<int64_t>(q.job->rcpts[q.idx].retry_at_s) * 1000;
+      if (!next_retry_wall_ms || due < *next_retry_wall_ms) {
+        next_retry_wall_ms = due;
+      }
+    }
+  }
+  /// `"oldest_ms":…,"next_retry_ms":…,"last_error":…,"last_error_age_ms":…,`
+  /// (null where there is none).
+  void append_json(std::string& out, const Destination& d, TimePoint now, int64_t now_wall) const {
+    auto field = [&out](const char* key, std::optional<int64_t> ms) {
+      proto::append_json_key(out, key);
+      if (ms) {
+        proto::append_json_uint(out, static_cast<uint64_t>(std::max<int64_t>(0, *ms)));
+      } else {
+        out.append("null");
+      }
+      out.push_back(',');
+    };
+    field("oldest_ms",
+          oldest ? std::optional<int64_t>(std::chrono::duration_cast<Millis>(now - *oldest).count())
+                 : std::nullopt);
+    field("next_retry_ms", next_retry_wall_ms
+                               ? std::optional<int64_t>(*next_retry_wall_ms - now_wall)
+                               : std::nullopt);
+    proto::append_json_key(out, "last_error");
+    proto::append_json_string(out, d.last_error);
+    out.push_back(',');
+    field("last_error_age_ms", d.last_error_wall_ms > 0
+                                   ? std::optional<int64_t>(now_wall - d.last_error_wall_ms)
+                                   : std::nullopt);
+  }
+};
+
+}  // namespace
+
 void Scheduler::list(const std::string& pattern, std::string* out) const {
   using proto::append_json_key;
   using proto::append_json_string;
   using proto::append_json_uint;
   TimePoint now = shard_.clock().now();
+  const int64_t now_wall = shard_.clock().wall_ms();
+  std::unordered_map<const Destination*, WaitingSummary> waiting;
+  for (const RetryGroup* g : retry_groups_) {
+    if (matches(pattern, g->dest->domain)) {
+      waiting[g->dest].add_retry_group(*g);
+    }
+  }
   for (const auto& [key, d] : dests_) {
     if (!matches(pattern, d->domain)) {
       continue;
     }
+    WaitingSummary& w = waiting[d.get()];
+    w.add_ready(d->ready);
     if (!out->empty()) {
       out->push_back(',');
     }
@@ -1432,6 +1511,7 @@ void Scheduler::list(const std::string& pattern, std::string* out) const {
     append_json_key(*out, "paused");
     out->append(d->paused ? "true" : "false");
     out->append(",");
+    w.append_json(*out, *d, now, now_wall);
     append_json_key(*out, "sources");
     out->push_back('[');
     for (size_t i = 0; i < d->sources.size(); ++i) {
@@ -1455,6 +1535,9 @@ void Scheduler::list(const std::string& pattern, std::string* out) const {
                            ? static_cast<uint64_t>(
                                  std::chrono::duration_cast<Millis>(s.backoff_until - now).count())
                            : 0);
+      out->append(",");
+      append_json_key(*out, "hold");
+      out->append(s.backing_off && s.hold_txns ? "true" : "false");
       out->push_back('}');
     }
     out->append("]}");

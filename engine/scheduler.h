@@ -201,6 +201,10 @@ struct Destination {
   std::vector<Effect> effects;  // active automation effects, in firing order
   Timer effects_timer;          // the earliest effect's end
   void* scheduler;
+  // For operators (ringmail-ctl queue): the latest deferring reply's
+  // summary, and when it came (wall clock; 0: none yet).
+  std::string last_error;
+  int64_t last_error_wall_ms = 0;
 
   uint32_t connections() const;
   uint32_t working() const;
@@ -255,7 +259,8 @@ class Scheduler {
   /// in flight finish normally. Returns how many were dropped.
   size_t drop_batch(const std::string& batch_id);
   /// Appends a JSON object per matching destination to `out` (comma
-  /// separated, no brackets).
+  /// separated, no brackets). Costs a pass over the retry groups and over
+  /// the listed destinations' ready queues (for the oldest recipient).
   void list(const std::string& pattern, std::string* out) const;
   /// Active automation effects of matching destinations, as JSON objects
   /// (comma separated).

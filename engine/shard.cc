@@ -100,7 +100,7 @@ void Shard::run() {
     spool_->adopt_recovered(*recovered);
     scheduler_->accept_recovered(std::move(*recovered));
   }
-  event_log_ = std::make_unique<EventLog>(*ring_, rt_.event_file_fd());
+  event_log_ = std::make_unique<EventLog>(*ring_, rt_.event_file());
   if (id_ == 0 && rt_.ingest_listen_fd() >= 0) {
     ingest_ = std::make_unique<Ingest>(*this, rt_.ingest_listen_fd(), Ingest::Role::kBatches);
     ingest_->start();
@@ -261,6 +261,7 @@ void Shard::forward_events() {
 void Shard::loop() {
   bool stopping = false;
   for (;;) {
+    iterations_.store(iterations_.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     ring_->reap();
     timers_->advance(clock().now());
     dns_client_->process_timeouts();

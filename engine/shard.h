@@ -140,10 +140,13 @@ class Shard {
   void add_subscriber(uint64_t id, EventCallback cb);
   void remove_subscriber(uint64_t id);
   ShardStats& stats() { return stats_; }
+  EventLog& event_log() { return *event_log_; }
 
   // --- any thread -------------------------------------------------------------
   /// Wakes the shard if it sleeps (cheap when it does not).
   void wake();
+  /// Loop iterations completed: a watchdog's sign of life.
+  uint64_t loop_iterations() const { return iterations_.load(std::memory_order_relaxed); }
   /// Asks the loop to stop once no connection is left.
   void request_stop();
 
@@ -190,6 +193,7 @@ class Shard {
   int wake_fd_ = -1;
   alignas(64) std::atomic<bool> sleeping_{false};
   std::atomic<bool> stop_requested_{false};
+  std::atomic<uint64_t> iterations_{0};  // written by the loop only
 };
 
 }  // namespace ringmail::engine

@@ -1,6 +1,7 @@
 // ringmail-ctl — queue control for a running ringmaild, over its control socket
 // (control.socket; by default ringmail-ctl.sock next to ringmail.sock).
 //
+//   ringmail-ctl [--socket PATH] queue [--json] [--all] [DOMAIN-PATTERN]
 //   ringmail-ctl [--socket PATH] list [DOMAIN-PATTERN]
 //   ringmail-ctl [--socket PATH] pause DOMAIN-PATTERN
 //   ringmail-ctl [--socket PATH] resume DOMAIN-PATTERN
@@ -13,28 +14,67 @@
 //   ringmail-ctl [--socket PATH] suppression check ADDRESS
 //   ringmail-ctl [--socket PATH] suppression add ADDRESS [REASON [TTL_S [NOTE...]]]
 //   ringmail-ctl [--socket PATH] suppression remove ADDRESS
+//   ringmail-ctl [--socket PATH] reopen-logs
 //
 // Patterns: an exact domain, "*.example.com" for subdomains, or "*". Prints
-// the daemon's JSON reply; exit status 0 when it says ok, 1 when not, 2 on
+// the daemon's JSON reply (`queue`: a summary per destination, see
+// tools/queue_summary.h); exit status 0 when it says ok, 1 when not, 2 on
 // usage or connection errors.
 #include <cstdio>
 #include <string>
 
 #include "tools/batch_client.h"
+#include "tools/queue_summary.h"
+
+namespace {
+
+/// `queue [--json] [--all] [PATTERN]` becomes "list PATTERN"; the reply is
+/// summarised instead of printed.
+struct QueueView {
+  bool on = false;
+  bool json = false;
+  bool all = false;
+};
+
+int print_queue(const QueueView& view, const std::string& reply) {
+  auto rows = ringmail::tools::parse_listing(reply);
+  if (!rows.ok()) {
+    std::fprintf(stderr, "ringmail-ctl: %s\n", rows.error().message.c_str());
+    return 1;
+  }
+  std::string out = view.json ? ringmail::tools::format_queue_json(std::move(*rows), view.all)
+                              : ringmail::tools::format_queue(std::move(*rows), view.all);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   std::string socket = "ringmail-ctl.sock";
   std::string line;
+  QueueView queue;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--socket" && i + 1 < argc) {
       socket = argv[++i];
+    } else if (queue.on && (a == "--json" || a == "--all")) {
+      (a == "--json" ? queue.json : queue.all) = true;
+    } else if (a == "queue" && line.empty()) {
+      queue.on = true;
+      line = "list";
     } else if (a == "--help" || a == "-h") {
       std::printf(
           "usage: ringmail-ctl [--socket PATH] COMMAND [ARG]\n"
           "  --socket PATH         the daemon's control.socket (default ringmail-ctl.sock)\n"
+          "  queue [--json] [--all] [PATTERN]\n"
+          "                        the queue per destination, like postqueue -p: queued,\n"
+          "                        in-flight and deferred recipients, oldest, connections,\n"
+          "                        pause and backoff, the last deferral and the next retry;\n"
+          "                        totals at the end. Destinations without mail are left\n"
+          "                        out unless --all; --json for scripts\n"
           "  list [PATTERN]        destinations with queued, in-flight and deferred counts,\n"
-          "                        connections, pause and backoff state\n"
+          "                        connections, pause and backoff state (raw JSON)\n"
           "  pause PATTERN         stop delivering to matching domains (mail waits)\n"
           "  resume PATTERN        deliver again\n"
           "  flush PATTERN         retry every deferred recipient of matching domains now\n"
@@ -54,6 +94,8 @@ int main(int argc, char** argv) {
           "                        invalid_recipient; TTL_S seconds, 0 = never expires\n"
           "  suppression remove ADDRESS\n"
           "                        make ADDRESS deliverable again\n"
+          "  reopen-logs           reopen the event file (after it was renamed, for log\n"
+          "                        rotation); answers once the old file is complete\n"
           "PATTERN: example.com, *.example.com or *\n");
       return 0;
     } else {
@@ -85,6 +127,9 @@ int main(int argc, char** argv) {
       return 2;
     }
     if ((*f)->type == ringmail::proto::FrameType::kControlReply) {
+      if (queue.on) {
+        return print_queue(queue, (*f)->payload);
+      }
       std::printf("%s\n", (*f)->payload.c_str());
       return (*f)->payload.find("\"ok\":true") != std::string::npos ? 0 : 1;
     }

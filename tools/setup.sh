@@ -6,7 +6,8 @@
 # Idempotent: only missing packages are installed (apt-get, as root; sudo is
 # used when not root). --test-deps adds the real peers the test suite runs
 # against (Postfix smtp-sink/smtp-source, dnsmasq, swaks, aiosmtpd, dkimpy,
-# openssl) and clang's libFuzzer runtime. The build goes to build/ (release
+# openssl), the checkers of the shipped service files (systemd-analyze,
+# logrotate) and clang's libFuzzer runtime. The build goes to build/ (release
 # with debug info) unless --mode/--builddir say otherwise.
 set -euo pipefail
 
@@ -20,7 +21,7 @@ while [ $# -gt 0 ]; do
     --test-deps) test_deps=1; shift ;;
     --no-build) build=0; shift ;;
     --builddir) builddir=$2; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "setup.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -40,6 +41,8 @@ if [ "$test_deps" = 1 ]; then
   # The HTTP listener's tests: curl as the client, and Prometheus's own
   # text-format parser (prometheus_client) to read /metrics.
   packages+=(curl python3-prometheus-client)
+  # tools/ringmaild.service (systemd-analyze verify), tools/ringmail.logrotate.
+  packages+=(systemd logrotate)
 fi
 
 missing=()

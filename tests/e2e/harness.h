@@ -23,6 +23,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "engine/ringmail.h"
@@ -54,8 +55,10 @@ class Child {
     }
   }
 
+  /// `env`: "NAME=value" entries added to (or replacing in) the test's
+  /// environment.
   bool start(const std::vector<std::string>& argv, const std::string& dir, const std::string& tag,
-             const std::string& cwd = "") {
+             const std::string& cwd = "", const std::vector<std::string>& env = {}) {
     out_ = dir + "/" + tag + ".out";
     err_ = dir + "/" + tag + ".err";
     posix_spawn_file_actions_t fa;
@@ -73,7 +76,23 @@ class Child {
       cargv.push_back(a.data());
     }
     cargv.push_back(nullptr);
-    int rc = posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, cargv.data(), environ);
+    std::vector<std::string> vars = env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      std::string_view var(*e);
+      bool replaced = false;
+      for (const auto& v : env) {
+        replaced = replaced || var.substr(0, var.find('=') + 1) == v.substr(0, v.find('=') + 1);
+      }
+      if (!replaced) {
+        vars.emplace_back(var);
+      }
+    }
+    std::vector<char*> cenv;
+    for (auto& v : vars) {
+      cenv.push_back(v.data());
+    }
+    cenv.push_back(nullptr);
+    int rc = posix_spawn(&pid_, args[0].c_str(), &fa, nullptr, cargv.data(), cenv.data());
     posix_spawn_file_actions_destroy(&fa);
     if (rc != 0) {
       pid_ = -1;
