@@ -195,7 +195,7 @@ struct World {
     b.sender = "sender@client.test";
     b.message = message_of(size, "hostile");
     b.recipients = rcpts;
-    proto::Ack ack = e.engine->submit(b);
+    Ack ack = e.engine->submit(b);
     if (ack.accepted != rcpts.size()) {
       return ::testing::AssertionFailure() << "accepted " << ack.accepted << ": " << ack.reason;
     }
