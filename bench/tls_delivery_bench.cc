@@ -33,7 +33,8 @@
 #include <thread>
 #include <vector>
 
-#include "engine/ringmail.h"
+#include <ringmail/ringmail.hpp>
+
 #include "engine/tls.h"
 #include "proto/smtp_server.h"
 
@@ -255,7 +256,7 @@ double run_phase(ringmail::Engine& eng, Counter& ctr, const std::string& domain,
                              std::to_string(r) + "@" + domain);
     }
     auto ack = eng.submit(b);
-    if (ack.status != ringmail::proto::AckStatus::kAccepted) {
+    if (ack.status != ringmail::AckStatus::kAccepted) {
       std::fprintf(stderr, "submit refused: %s\n", ack.reason.c_str());
       std::exit(1);
     }
@@ -336,12 +337,7 @@ int main(int argc, char** argv) {
                      "\"\n\"tls.test\" = \"127.0.0.1:" + std::to_string(tls.port()) +
                      "\"\n[limits]\nmax_queued_bytes = \"8GiB\"\n[spool]\nmode = \"off\"\n"
                      "[tls]\nsession_resumption = true\n";
-  auto cfg = ringmail::engine::parse_config(toml, "bench");
-  if (!cfg.ok()) {
-    std::fprintf(stderr, "%s\n", cfg.error().message.c_str());
-    return 1;
-  }
-  auto eng = ringmail::Engine::start(std::move(*cfg));
+  auto eng = ringmail::Engine::start_toml(toml);
   if (!eng.ok()) {
     std::fprintf(stderr, "%s\n", eng.error().message.c_str());
     return 1;

@@ -1,4 +1,5 @@
-// ringmaild — the ringmail delivery daemon: a thin main over the Engine.
+// ringmaild — the ringmail delivery daemon: a thin main over the public
+// embedding API (include/ringmail/ringmail.hpp).
 //
 //   ringmaild [--config FILE] [--check-config] [--print-default-config]
 //
@@ -23,8 +24,9 @@
 #include <cstring>
 #include <string>
 
+#include <ringmail/ringmail.hpp>
+
 #include "engine/log.h"
-#include "engine/ringmail.h"
 #include "tools/service_notify.h"
 
 namespace {
@@ -202,7 +204,7 @@ int main(int argc, char** argv) {
     } else if (a == "--check-config") {
       check_only = true;
     } else if (a == "--print-default-config") {
-      auto d = ringmail::engine::default_config_toml();
+      auto d = ringmail::Config::default_toml();
       std::fwrite(d.data(), 1, d.size(), stdout);
       return 0;
     } else if (a == "--help" || a == "-h") {
@@ -214,8 +216,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  auto config = config_path.empty() ? ringmail::engine::parse_config("", "<default>")
-                                    : ringmail::engine::load_config_file(config_path);
+  auto config = config_path.empty() ? ringmail::Config::parse("", "<default>")
+                                    : ringmail::Config::load(config_path);
   if (!config.ok()) {
     std::fprintf(stderr, "ringmaild: configuration error: %s\n", config.error().message.c_str());
     return 1;
@@ -237,9 +239,9 @@ int main(int argc, char** argv) {
 
   const auto env = ringmail::tools::read_notify_env(
       [](const char* name) -> const char* { return std::getenv(name); }, ::getpid());
-  std::string socket_path = config->ingest.socket;
-  std::string route = config->routing.default_route.describe();
-  auto grace = config->engine.shutdown_grace;
+  std::string socket_path = config->ingest_socket();
+  std::string route = config->default_route();
+  auto grace = config->shutdown_grace();
   auto engine = ringmail::Engine::start(std::move(*config));
   if (!engine.ok()) {
     std::fprintf(stderr, "ringmaild: cannot start: %s\n", engine.error().message.c_str());

@@ -39,8 +39,8 @@ std::vector<std::string> submit_10k(Engine& e) {
                                  ".example.test");
     }
     all.insert(all.end(), batch.recipients.begin(), batch.recipients.end());
-    proto::Ack ack = e.submit(batch);
-    EXPECT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+    Ack ack = e.submit(batch);
+    EXPECT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
     EXPECT_EQ(ack.accepted, k);
     ++b;
   }
@@ -210,7 +210,7 @@ TEST(Delivery, DefersAndRejectsAffectOnlyTheirRecipients) {
 
   // Retry after the schedule's minute: the same verdicts, attempt 2.
   clock.advance(std::chrono::seconds(61));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(e.events.wait_deferred(6));
   auto evs = e.events.events("ok4@c.test");
   ASSERT_EQ(evs.size(), 2u);
@@ -219,7 +219,7 @@ TEST(Delivery, DefersAndRejectsAffectOnlyTheirRecipients) {
   // Past retry.max_age every one of them bounces as expired at its next
   // due time, without another attempt.
   clock.advance(std::chrono::minutes(10));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(e.events.wait_finals(9));
   auto last = e.events.events("defer@a.test").back();
   EXPECT_EQ(last.type, EventType::kBounced);
@@ -245,12 +245,9 @@ TEST(Embedding, EngineAppliesTheConfiguredLogLevel) {
     // The level the process had is not the one configured.
     engine::set_log_level(level == engine::LogLevel::kInfo ? engine::LogLevel::kError
                                                            : engine::LogLevel::kInfo);
-    auto cfg = engine::parse_config(std::string("log_level = \"") + name +
-                                        "\"\n[ingest]\nsocket = \"\"\n[events]\nfile = \"\"\n"
-                                        "[spool]\nmode = \"off\"\n",
-                                    "test.toml");
-    ASSERT_TRUE(cfg.ok()) << cfg.error().message;
-    auto e = Engine::start(std::move(*cfg));
+    auto e = Engine::start_toml(std::string("log_level = \"") + name +
+                                "\"\n[ingest]\nsocket = \"\"\n[events]\nfile = \"\"\n"
+                                "[spool]\nmode = \"off\"\n");
     ASSERT_TRUE(e.ok()) << e.error().message;
     EXPECT_EQ(engine::log_level(), level) << "log_level = " << name;
     (*e)->shutdown(milliseconds(0));

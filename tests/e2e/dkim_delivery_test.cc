@@ -112,8 +112,8 @@ class DkimDelivery : public ::testing::Test {
     b.sender = "bounces@example.com";
     b.message = raw;
     b.recipients = {"rcpt@example.net"};
-    proto::Ack ack = e.engine->submit(b);
-    ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+    Ack ack = e.engine->submit(b);
+    ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
     ASSERT_TRUE(e.events.wait_finals(1, milliseconds(60'000)));
     auto ev = e.events.events("rcpt@example.net");
     ASSERT_FALSE(ev.empty());

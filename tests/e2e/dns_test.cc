@@ -232,7 +232,7 @@ struct TestEngine : EmbeddedEngine {
   ~TestEngine() { engine.reset(); }
 };
 
-proto::Ack submit(Engine& e, std::vector<std::string> rcpts) {
+Ack submit(Engine& e, std::vector<std::string> rcpts) {
   Batch b;
   b.sender = "sender@example.test";
   b.message = message_of(600);
@@ -249,7 +249,7 @@ proto::Ack submit(Engine& e, std::vector<std::string> rcpts) {
 
 /// Submits `rcpt` alone and expects it accepted.
 void submit_one(Engine& e, const std::string& rcpt) {
-  proto::Ack ack = submit(e, {rcpt});
+  Ack ack = submit(e, {rcpt});
   EXPECT_EQ(ack.accepted, 1u) << rcpt << ": " << ack.reason;
 }
 
@@ -277,7 +277,7 @@ template <class F>
 bool advance_until(engine::ManualClock& clock, Engine& e, seconds step, F done, int rounds = 4) {
   for (int i = 0; i < rounds; ++i) {
     clock.advance(step);
-    e.wake_for_test();
+    engine::wake_for_test(e);
     if (eventually(done, milliseconds(1'000))) {
       return true;
     }
@@ -527,7 +527,7 @@ TEST_F(MxRouting, DomainLevelBouncesDoNotSuppressTheAddress) {
   }
   // The next batch to the same addresses is accepted (and bounces again).
   for (const auto& r : rcpts) {
-    proto::Ack ack = submit(*engine_.engine, {r});
+    Ack ack = submit(*engine_.engine, {r});
     EXPECT_EQ(ack.accepted, 1u) << r;
     EXPECT_TRUE(ack.rejections.empty()) << r << ": " << ack.rejections[0].text;
   }
@@ -617,12 +617,12 @@ TEST_F(MxRouting, ExpiredTtlCausesAFreshLookup) {
   EXPECT_EQ(dns_.queries("MX", "ttl.test"), 1u);
   // Within the 60 s TTL: the cached answer.
   clock_.advance(seconds(30));
-  engine_.engine->wake_for_test();
+  engine::wake_for_test(*engine_.engine);
   deliver("r2@ttl.test", 2);
   EXPECT_EQ(dns_.queries("MX", "ttl.test"), 1u) << dns_.log();
   // Past it: asked again.
   clock_.advance(seconds(31));
-  engine_.engine->wake_for_test();
+  engine::wake_for_test(*engine_.engine);
   deliver("r3@ttl.test", 3);
   // The route is refreshed in the background (the expired one still serves
   // meanwhile), so the host's A query may come after the delivery. At least
@@ -868,7 +868,7 @@ TEST_F(HostileDns, AbsurdTtlsAreClampedToTheConfiguredRange) {
   };
   auto advance = [&](seconds s) {
     clock_.advance(s);
-    engine_.engine->wake_for_test();
+    engine::wake_for_test(*engine_.engine);
   };
   deliver_all();
   EXPECT_EQ(fake_.count("ttl0.test", wire::kMx), 1u);

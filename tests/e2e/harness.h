@@ -26,7 +26,11 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/ringmail.h"
+#include <ringmail/ringmail.hpp>
+
+#include "engine/clock.h"
+#include "engine/config.h"
+#include "engine/testing.h"
 #include "proto/dns_answer.h"
 #include "tests/e2e/sink_test_util.h"
 
@@ -255,7 +259,8 @@ inline bool wait_listing(Engine& e, const std::string& needle) {
 }
 
 /// Starts an in-process Engine from TOML (no socket unless the TOML sets
-/// one) and subscribes a collector.
+/// one), on `clock` when given (engine/testing.h), and subscribes a
+/// collector.
 struct EmbeddedEngine {
   // The collector outlives the engine: shutdown may still emit events.
   EventCollector events;
@@ -270,13 +275,29 @@ struct EmbeddedEngine {
     if (!cfg.ok()) {
       return std::move(cfg).take_error();
     }
-    auto e = Engine::start(std::move(*cfg), clock);
+    auto e = engine::start_for_test(std::move(*cfg), clock);
     if (!e.ok()) {
-      return std::move(e).take_error();
+      return make_error(errc_of(e.error().kind), e.error().message);
     }
     engine = std::move(*e);
     engine->subscribe([this](const EventView& v) { events.add(v); });
     return ok_result();
+  }
+
+  static Errc errc_of(FailureKind kind) {
+    switch (kind) {
+      case FailureKind::kConfig:
+        return Errc::kConfig;
+      case FailureKind::kUnsupported:
+        return Errc::kUnsupported;
+      case FailureKind::kBusy:
+        return Errc::kBusy;
+      case FailureKind::kInternal:
+        return Errc::kInternal;
+      case FailureKind::kSystem:
+        break;
+    }
+    return Errc::kIo;
   }
 
   /// Later tables of the same name in `over` win: TOML forbids repeating a

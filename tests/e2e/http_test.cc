@@ -296,7 +296,7 @@ TEST_F(HttpTest, MemoryBudgetAnswers503WithRetryAfter) {
 
 TEST_F(HttpTest, SpoolUnavailableAnswers503) {
   start("", "[spool]\nmode = \"sync\"\ndir = \"" + dir_.file("spool") + "\"\n");
-  engine::SpoolFaults& f = Engine::spool_faults_for_test();
+  engine::SpoolFaults& f = engine::spool_faults_for_test();
   f.write_errno = EIO;
   HttpReply r = inject(batch_json({"ann@one.test"}));
   f.write_errno = 0;

@@ -163,8 +163,8 @@ TEST_F(Reputation, EngineSignsAndAddsBulkHeaders) {
   b.options = {"list_unsubscribe=https://u.example.com/unsub?l=7",
                "list_unsubscribe_mailto=mailto:unsub@example.com", "list_unsubscribe_post=true",
                "feedback_id=camp7:cust3:newsletter:ringmail"};
-  proto::Ack ack = e.engine->submit(b);
-  ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+  Ack ack = e.engine->submit(b);
+  ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   ASSERT_TRUE(e.events.wait_finals(1, milliseconds(60'000)));
   ASSERT_EQ(e.events.events("a@example.net").back().type, EventType::kDelivered);
   auto files = dumps(dump, 1);
@@ -201,12 +201,12 @@ TEST_F(Reputation, EngineSignsAndAddsBulkHeaders) {
   // a whole-batch refusal that says why.
   b.options = {"dkim_domain=other.example"};
   ack = e.engine->submit(b);
-  EXPECT_EQ(ack.status, proto::AckStatus::kRejected);
+  EXPECT_EQ(ack.status, AckStatus::kRejected);
   EXPECT_NE(ack.reason.find("DKIM"), std::string::npos) << ack.reason;
   // An invalid option value is refused before anything is taken.
   b.options = {"list_unsubscribe=http://insecure.example.com/u"};
   ack = e.engine->submit(b);
-  EXPECT_EQ(ack.status, proto::AckStatus::kRejected);
+  EXPECT_EQ(ack.status, AckStatus::kRejected);
 }
 
 const std::string kTemplate =
@@ -248,12 +248,12 @@ TEST_F(Reputation, PersonalisedBatchGetsOwnValuesAndVerifies) {
   b.recipients.push_back("dee@one.example");
   b.recipient_vars.push_back(
       vars_of({{"name", "Dee"}, {"addr", "dee@one.example"}, {"token", "tokD"}}));
-  proto::Ack ack = e.engine->submit(b);
-  ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+  Ack ack = e.engine->submit(b);
+  ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   EXPECT_EQ(ack.accepted, 3u);
   ASSERT_EQ(ack.rejections.size(), 1u);
   EXPECT_EQ(ack.rejections[0].index, 3u);
-  EXPECT_EQ(ack.rejections[0].reason, proto::RejectReason::kTemplate);
+  EXPECT_EQ(ack.rejections[0].reason, RejectReason::kTemplate);
   EXPECT_NE(ack.rejections[0].text.find("code"), std::string::npos) << ack.rejections[0].text;
   ASSERT_TRUE(e.events.wait_finals(3, milliseconds(60'000)));
   auto files = dumps(dump, 3);
@@ -289,11 +289,11 @@ TEST_F(Reputation, PersonalisedBatchGetsOwnValuesAndVerifies) {
   // the whole batch.
   Batch bad = b;
   bad.options = {};
-  EXPECT_EQ(e.engine->submit(bad).status, proto::AckStatus::kRejected);
+  EXPECT_EQ(e.engine->submit(bad).status, AckStatus::kRejected);
   bad.options = {"personalise=true"};
   bad.message = "From: <news@example.com>\r\nSubject: {{ name}}\r\n\r\nx\r\n";
-  proto::Ack a2 = e.engine->submit(bad);
-  EXPECT_EQ(a2.status, proto::AckStatus::kRejected);
+  Ack a2 = e.engine->submit(bad);
+  EXPECT_EQ(a2.status, AckStatus::kRejected);
   EXPECT_NE(a2.reason.find("template"), std::string::npos) << a2.reason;
 }
 
@@ -310,8 +310,8 @@ TEST_F(Reputation, SuppressionFromBouncesUnsubscribesAndOperator) {
   b.message = message_of(300);
   // ringmail-sink answers RCPT TO:<reject@…> with 550 5.1.1.
   b.recipients = {"reject@example.net", "ok@example.net"};
-  proto::Ack ack = e.engine->submit(b);
-  ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+  Ack ack = e.engine->submit(b);
+  ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   ASSERT_TRUE(e.events.wait_finals(2, milliseconds(60'000)));
   auto ev = e.events.events("reject@example.net");
   ASSERT_FALSE(ev.empty());
@@ -330,11 +330,11 @@ TEST_F(Reputation, SuppressionFromBouncesUnsubscribesAndOperator) {
   b2.recipients = {"reject@example.net", "ok@example.net", "gone@example.net"};
   b2.unsubscribed = {"Gone@EXAMPLE.net", "elsewhere@example.org"};
   ack = e.engine->submit(b2);
-  ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+  ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   EXPECT_EQ(ack.accepted, 2u);
   ASSERT_EQ(ack.rejections.size(), 1u);  // "Gone@" differs in the local part: not this one
   EXPECT_EQ(ack.rejections[0].index, 0u);
-  EXPECT_EQ(ack.rejections[0].reason, proto::RejectReason::kSuppressed);
+  EXPECT_EQ(ack.rejections[0].reason, RejectReason::kSuppressed);
   EXPECT_NE(ack.rejections[0].text.find("invalid_recipient"), std::string::npos)
       << ack.rejections[0].text;
   ASSERT_TRUE(e.events.wait_finals(4, milliseconds(60'000)));
@@ -342,9 +342,9 @@ TEST_F(Reputation, SuppressionFromBouncesUnsubscribesAndOperator) {
   Batch b3 = b;
   b3.recipients = {"elsewhere@example.org", "ok@example.net"};
   ack = e.engine->submit(b3);
-  ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+  ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   ASSERT_EQ(ack.rejections.size(), 1u);
-  EXPECT_EQ(ack.rejections[0].reason, proto::RejectReason::kSuppressed);
+  EXPECT_EQ(ack.rejections[0].reason, RejectReason::kSuppressed);
   EXPECT_NE(ack.rejections[0].text.find("unsubscribed"), std::string::npos);
   ASSERT_TRUE(e.events.wait_finals(5, milliseconds(60'000)));
 
@@ -367,7 +367,7 @@ TEST_F(Reputation, SuppressionFromBouncesUnsubscribesAndOperator) {
   Batch b4 = b;
   b4.recipients = {"reject@example.net", "manual@example.net"};
   ack = e.engine->submit(b4);
-  ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+  ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   EXPECT_EQ(ack.accepted, 1u);
   ASSERT_EQ(ack.rejections.size(), 1u);
   EXPECT_EQ(ack.rejections[0].index, 1u);
@@ -385,7 +385,7 @@ TEST_F(Reputation, SuppressionFromBouncesUnsubscribesAndOperator) {
   b5.recipients = {"reject@example.net", "manual@example.net", "elsewhere@example.org",
                    "ok@example.net"};
   ack = e2.engine->submit(b5);
-  ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+  ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   EXPECT_EQ(ack.accepted, 1u);
   EXPECT_EQ(ack.rejections.size(), 3u);
   ASSERT_TRUE(e2.events.wait_finals(1, milliseconds(60'000)));

@@ -106,13 +106,13 @@ TEST(Shaping, DeferredFirstAttemptsRetryOnTheSchedule) {
   // One second before the schedule says: nothing moves.
   uint64_t txns = e.engine->stats().transactions;
   clock.advance(std::chrono::seconds(59));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   barrier(*e.engine);
   EXPECT_EQ(e.engine->stats().transactions, txns);
   EXPECT_EQ(e.events.finals(), 0u);
   // At the minute: the retry happens and delivers every one.
   clock.advance(std::chrono::seconds(1));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(e.events.wait_finals(50))
       << e.engine->control("list") << " transactions " << e.engine->stats().transactions;
   for (const auto& r : rcpts) {
@@ -173,12 +173,12 @@ TEST(Shaping, ExpiryBouncesWithItsClassAndDsnIsAValidReport) {
   // gives that time as defer@'s Last-Attempt-Date.
   ASSERT_TRUE(wait_listing(*e.engine, "\"deferred\":1,")) << e.engine->control("list");
   clock.advance(std::chrono::seconds(61));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(eventually([&] { return e.events.events("defer@a.test").size() == 2; }));
   ASSERT_TRUE(wait_listing(*e.engine, "\"deferred\":1,")) << e.engine->control("list");
   // Past max_age the deferred one bounces as expired, without an attempt.
   clock.advance(std::chrono::minutes(3));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(e.events.wait_finals(3));
   auto def = e.events.events("defer@a.test");
   ASSERT_FALSE(def.empty());
@@ -187,7 +187,7 @@ TEST(Shaping, ExpiryBouncesWithItsClassAndDsnIsAValidReport) {
   // One report for both bounces goes to the sender dsn_delay after the
   // first, from the null reverse-path, and is itself delivered.
   clock.advance(std::chrono::seconds(61));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(e.events.wait_finals(4));
   auto dsn_ev = e.events.events("owner@sender.test");
   ASSERT_EQ(dsn_ev.size(), 1u);
@@ -272,13 +272,13 @@ TEST(Shaping, MemoryBudgetRefusesWithTryLaterAndLosesNothing) {
     for (int i = 0; i < 100; ++i) {
       rcpts.push_back("m" + std::to_string(b * 100 + i) + "@stalled.test");
     }
-    proto::Ack ack = e.engine->submit(batch_of("mb" + std::to_string(b), rcpts));
-    if (ack.status == proto::AckStatus::kTryLater) {
+    Ack ack = e.engine->submit(batch_of("mb" + std::to_string(b), rcpts));
+    if (ack.status == AckStatus::kTryLater) {
       ++try_later;
       EXPECT_EQ(ack.accepted, 0u);
       EXPECT_NE(ack.reason.find("try later"), std::string::npos) << ack.reason;
     } else {
-      ASSERT_EQ(ack.status, proto::AckStatus::kAccepted);
+      ASSERT_EQ(ack.status, AckStatus::kAccepted);
       accepted += ack.accepted;
       accepted_rcpts.insert(accepted_rcpts.end(), rcpts.begin(), rcpts.end());
     }
@@ -292,7 +292,7 @@ TEST(Shaping, MemoryBudgetRefusesWithTryLaterAndLosesNothing) {
   ASSERT_TRUE(sink.start({"--listen", "127.0.0.1:" + std::to_string(port)})) << sink.error();
   for (int i = 0; i < 10 && e.events.finals() < accepted; ++i) {
     clock.advance(std::chrono::seconds(61));
-    e.engine->wake_for_test();
+    engine::wake_for_test(*e.engine);
     e.events.wait_finals(accepted, milliseconds(3'000));
   }
   ASSERT_TRUE(e.events.wait_finals(accepted));
@@ -304,7 +304,7 @@ TEST(Shaping, MemoryBudgetRefusesWithTryLaterAndLosesNothing) {
   EXPECT_TRUE(sink.wait_stat("recipients", static_cast<double>(accepted)));
   // And there is room again.
   EXPECT_EQ(e.engine->submit(batch_of("after", {"late@stalled.test"})).status,
-            proto::AckStatus::kAccepted);
+            AckStatus::kAccepted);
 }
 
 /// Destination events (backoff, resume) of `e` for `domain`.
@@ -347,7 +347,7 @@ TEST(Shaping, RefusedConnectionsDeferAndBackOffWhateverTheQueueDepth) {
   uint64_t opened = e.engine->stats().connections_opened;
   EXPECT_LE(opened, 4u);
   for (int i = 0; i < 20; ++i) {
-    e.engine->wake_for_test();
+    engine::wake_for_test(*e.engine);
     barrier(*e.engine);
   }
   EXPECT_EQ(e.engine->stats().connections_opened, opened);
@@ -392,7 +392,7 @@ TEST(Shaping, MaxAgeIsEnforcedWhileHeldPausedOrRateLimited) {
   // 16 s later (the backoff has 284 s to go, the rate limit an hour):
   // everything left has expired.
   clock.advance(std::chrono::seconds(16));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(e.events.wait_finals(6, milliseconds(10'000))) << e.engine->control("list");
   for (const char* r :
        {"a@held.test", "b@held.test", "c@paused.test", "d2@slow.test", "d3@slow.test"}) {
@@ -608,7 +608,7 @@ duration = "1 hour"
             std::vector<long>{1});
   // An hour later the override is gone and the configured limit is back.
   clock.advance(std::chrono::minutes(61));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(
       eventually([&] { return e.engine->control("rules").find("\"id\"") == std::string::npos; }));
   EXPECT_EQ(json_ints(e.engine->control("list picky.test"), "max_connections"),
@@ -645,7 +645,7 @@ duration = "30 minutes"
   EXPECT_EQ(e.engine->stats().transactions, txns);
   // After the duration, mail goes again.
   clock.advance(std::chrono::minutes(31));
-  e.engine->wake_for_test();
+  engine::wake_for_test(*e.engine);
   ASSERT_TRUE(
       eventually([&] { return e.engine->control("rules").find("\"id\"") == std::string::npos; }));
   ASSERT_EQ(e.engine->submit(batch_of("b3", {"ok4@picky.test"})).accepted, 1u);

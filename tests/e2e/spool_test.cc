@@ -70,8 +70,8 @@ TEST(Spool, RestartKeepsQueuedMailWithAttemptsAndDeliversItOnce) {
     EmbeddedEngine e;
     ASSERT_TRUE(e.start(cfg, &clock).ok());
     for (int b = 0; b < 5; ++b) {
-      proto::Ack ack = e.engine->submit(make_batch("r" + std::to_string(b), 20));
-      ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+      Ack ack = e.engine->submit(make_batch("r" + std::to_string(b), 20));
+      ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
     }
     ASSERT_TRUE(e.events.wait_deferred(100));
     e.engine->shutdown(milliseconds(0));
@@ -84,7 +84,7 @@ TEST(Spool, RestartKeepsQueuedMailWithAttemptsAndDeliversItOnce) {
   EXPECT_EQ(e2.engine->stats().spool_damage, 0u);
   // They wait for their recorded retry time, then go — as attempt 2.
   clock.advance(std::chrono::seconds(61));
-  e2.engine->wake_for_test();
+  engine::wake_for_test(*e2.engine);
   ASSERT_TRUE(e2.events.wait_finals(100));
   for (const auto& [rcpt, evs] : e2.events.all()) {
     ASSERT_EQ(evs.size(), 1u) << rcpt;
@@ -107,37 +107,33 @@ TEST(Spool, DiskErrorsRefuseBatchesAndAcceptanceResumes) {
   ASSERT_TRUE(sink.start({})) << sink.error();
   EmbeddedEngine e;
   ASSERT_TRUE(e.start(spool_cfg(dir.file("spool"), sink.port())).ok());
-  engine::SpoolFaults& f = Engine::spool_faults_for_test();
-  ASSERT_EQ(e.engine->submit(make_batch("ok1", 3)).status, proto::AckStatus::kAccepted);
+  engine::SpoolFaults& f = engine::spool_faults_for_test();
+  ASSERT_EQ(e.engine->submit(make_batch("ok1", 3)).status, AckStatus::kAccepted);
 
   // EIO on write: refused with a clear, typed answer; nothing is taken.
   f.write_errno = EIO;
-  proto::Ack ack = e.engine->submit(make_batch("eio", 3));
-  EXPECT_EQ(ack.status, proto::AckStatus::kSpoolUnavailable);
+  Ack ack = e.engine->submit(make_batch("eio", 3));
+  EXPECT_EQ(ack.status, AckStatus::kSpoolUnavailable);
   EXPECT_EQ(ack.accepted, 0u);
   EXPECT_NE(ack.reason.find("spool"), std::string::npos) << ack.reason;
   f.write_errno = 0;
   // Accepted again once a probe write and fsync work (about a second).
   bool back = eventually(
-      [&] {
-        return e.engine->submit(make_batch("after-eio", 1)).status == proto::AckStatus::kAccepted;
-      },
+      [&] { return e.engine->submit(make_batch("after-eio", 1)).status == AckStatus::kAccepted; },
       milliseconds(10'000));
   EXPECT_TRUE(back);
 
   // A failed fsync: the batch waiting for it is refused, never acked.
   f.fsync_fail_once = EIO;
-  EXPECT_EQ(e.engine->submit(make_batch("fsync", 2)).status, proto::AckStatus::kSpoolUnavailable);
+  EXPECT_EQ(e.engine->submit(make_batch("fsync", 2)).status, AckStatus::kSpoolUnavailable);
   EXPECT_TRUE(eventually(
-      [&] {
-        return e.engine->submit(make_batch("after-fsync", 1)).status == proto::AckStatus::kAccepted;
-      },
+      [&] { return e.engine->submit(make_batch("after-fsync", 1)).status == AckStatus::kAccepted; },
       milliseconds(10'000)));
   // Short writes are completed, not mistaken for success.
   f.short_write_every = 2;
   for (int i = 0; i < 5; ++i) {
     EXPECT_EQ(e.engine->submit(make_batch("short" + std::to_string(i), 2)).status,
-              proto::AckStatus::kAccepted);
+              AckStatus::kAccepted);
   }
   f.short_write_every = 0;
   EXPECT_GE(e.engine->stats().spool_errors, 2u);
@@ -206,12 +202,12 @@ TEST(Spool, RefusedBatchesLeaveNothingBehind) {
     EmbeddedEngine e;
     ASSERT_TRUE(e.start(spool_cfg(base, sink.port(), shards)).ok());
     ASSERT_NE(e.engine->control("pause *").find("\"ok\":true"), std::string::npos);
-    ASSERT_EQ(e.engine->submit(ok).status, proto::AckStatus::kAccepted);
+    ASSERT_EQ(e.engine->submit(ok).status, AckStatus::kAccepted);
     // One shard's fsync fails: its part is in the file but not durable;
     // the other shard's part is durable.
-    Engine::spool_faults_for_test().fsync_fail_once = EIO;
-    proto::Ack ack = e.engine->submit(refused);
-    ASSERT_EQ(ack.status, proto::AckStatus::kSpoolUnavailable) << ack.reason;
+    engine::spool_faults_for_test().fsync_fail_once = EIO;
+    Ack ack = e.engine->submit(refused);
+    ASSERT_EQ(ack.status, AckStatus::kSpoolUnavailable) << ack.reason;
     EXPECT_EQ(ack.accepted, 0u);
     copy_tree(base, img);
     e.engine->shutdown(milliseconds(0));
@@ -295,7 +291,7 @@ TEST(Spool, SimulatedPowerLossKeepsAcknowledgedDataAndReportsCorruption) {
     ASSERT_NE(e.engine->control("pause *").find("\"ok\":true"), std::string::npos);
     for (int b = 0; b < batches; ++b) {
       ASSERT_EQ(e.engine->submit(make_batch("p" + std::to_string(b), per)).status,
-                proto::AckStatus::kAccepted);
+                AckStatus::kAccepted);
     }
     // Every ack came after its fsync: the whole spool is durable now. The
     // engine is dropped without a clean close (a crash at this point).
@@ -392,11 +388,11 @@ TEST(Spool, DiskFullStopsAcceptanceAndItResumes) {
   for (int b = 0; b < 400 && refused == 0; ++b) {
     Batch big = make_batch("f" + std::to_string(b), 4);
     big.message = message_of(16 * 1024, big.batch_id);
-    proto::Ack ack = e.engine->submit(big);
-    if (ack.status == proto::AckStatus::kAccepted) {
+    Ack ack = e.engine->submit(big);
+    if (ack.status == AckStatus::kAccepted) {
       ++accepted;
     } else {
-      EXPECT_EQ(ack.status, proto::AckStatus::kSpoolUnavailable);
+      EXPECT_EQ(ack.status, AckStatus::kSpoolUnavailable);
       ++refused;
     }
   }
@@ -406,7 +402,7 @@ TEST(Spool, DiskFullStopsAcceptanceAndItResumes) {
   ASSERT_EQ(::unlink((mnt + "/filler").c_str()), 0);
   auto t0 = Clock::now();
   EXPECT_TRUE(eventually(
-      [&] { return e.engine->submit(make_batch("back", 1)).status == proto::AckStatus::kAccepted; },
+      [&] { return e.engine->submit(make_batch("back", 1)).status == AckStatus::kAccepted; },
       milliseconds(10'000)));
   EXPECT_LT(Clock::now() - t0, std::chrono::seconds(5));
   // Nothing acknowledged was lost.
@@ -447,11 +443,11 @@ TEST(Spool, DiskFullLeavesNoRefusedMailAndNoPileOfSegments) {
     for (int b = 0; b < 400 && refused.size() < 5; ++b) {
       Batch big = spread_batch("f" + std::to_string(b), 6);
       big.message = message_of(16 * 1024, big.batch_id);
-      proto::Ack ack = e.engine->submit(big);
-      if (ack.status == proto::AckStatus::kAccepted) {
+      Ack ack = e.engine->submit(big);
+      if (ack.status == AckStatus::kAccepted) {
         accepted.push_back(big);
       } else {
-        ASSERT_EQ(ack.status, proto::AckStatus::kSpoolUnavailable) << ack.reason;
+        ASSERT_EQ(ack.status, AckStatus::kSpoolUnavailable) << ack.reason;
         refused.push_back(big);
       }
     }
@@ -501,11 +497,10 @@ TEST(Spool, SegmentsRetireAndLongLivedJobsAreCompacted) {
                   .ok());
   // One job that stays: its domain is paused. Everything else is delivered.
   ASSERT_NE(e.engine->control("pause held.test").find("\"ok\":true"), std::string::npos);
-  ASSERT_EQ(e.engine->submit(make_batch("held", 3, "held.test")).status,
-            proto::AckStatus::kAccepted);
+  ASSERT_EQ(e.engine->submit(make_batch("held", 3, "held.test")).status, AckStatus::kAccepted);
   for (int b = 0; b < 300; ++b) {
     ASSERT_EQ(e.engine->submit(make_batch("churn" + std::to_string(b), 2)).status,
-              proto::AckStatus::kAccepted);
+              AckStatus::kAccepted);
   }
   ASSERT_TRUE(e.events.wait_finals(600, milliseconds(30'000)));
   // 300 batches of ~1 KB with journal records span several 64 KiB
@@ -513,7 +508,7 @@ TEST(Spool, SegmentsRetireAndLongLivedJobsAreCompacted) {
   // and compaction moves the held job forward so even that goes.
   for (int b = 0; b < 60; ++b) {
     ASSERT_EQ(e.engine->submit(make_batch("tail" + std::to_string(b), 1)).status,
-              proto::AckStatus::kAccepted);
+              AckStatus::kAccepted);
   }
   ASSERT_TRUE(e.events.wait_finals(660, milliseconds(30'000)));
   EXPECT_TRUE(eventually([&] { return segment_files(dir.file("spool")).size() <= 2; }))

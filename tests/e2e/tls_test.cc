@@ -53,8 +53,8 @@ class TlsDeliveryTest : public ::testing::Test {
     b.sender = "sender@example.test";
     b.message = message_of(2000, "tls test");
     b.recipients = {rcpt};
-    proto::Ack ack = eng_->engine->submit(b);
-    ASSERT_EQ(ack.status, proto::AckStatus::kAccepted) << ack.reason;
+    Ack ack = eng_->engine->submit(b);
+    ASSERT_EQ(ack.status, AckStatus::kAccepted) << ack.reason;
   }
 
   /// The first event for `rcpt`, once it exists.
