@@ -1522,6 +1522,11 @@ Result<Config> parse_config(std::string_view text, std::string_view origin) {
   if (!c.ok()) {
     return make_error(Errc::kConfig, std::string(origin) + ": " + c.error().message);
   }
+  for (const auto& [key, node] : *base) {
+    std::ostringstream canonical;
+    canonical << toml::toml_formatter(node);
+    c->sections.emplace(std::string(key.str()), canonical.str());
+  }
   return c;
 }
 

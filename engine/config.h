@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -410,6 +411,10 @@ struct Config {
   std::vector<DkimKey> dkim;
   SuppressionConfig suppression;
   std::string log_level = "info";
+  /// Each top-level key of the effective TOML (built-in defaults with the
+  /// file over them), in canonical TOML text: a reload compares them to
+  /// find what changed (Runtime::reload).
+  std::map<std::string, std::string, std::less<>> sections;
 
   /// The limits for `domain` (lower-case) whose MX hosts are `mx_hosts`
   /// (lower-case; empty before its route is resolved): [delivery] and

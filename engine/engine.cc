@@ -145,6 +145,7 @@ EventView to_public(const engine::EventView& v) {
 // exported (RINGMAIL_API).
 struct __attribute__((visibility("hidden"))) Config::Impl {
   engine::Config cfg;
+  std::string path;  // the file it was loaded from (Config::load), or empty
 };
 
 Config::Config(Config&& other) noexcept = default;
@@ -157,7 +158,7 @@ Expected<Config> Config::parse(std::string_view toml, std::string_view origin) {
     return to_failure(c.error());
   }
   Config out;
-  out.impl_ = std::make_unique<Impl>(Impl{std::move(*c)});
+  out.impl_ = std::make_unique<Impl>(Impl{std::move(*c), {}});
   return out;
 }
 
@@ -167,7 +168,7 @@ Expected<Config> Config::load(const std::string& path) {
     return to_failure(c.error());
   }
   Config out;
-  out.impl_ = std::make_unique<Impl>(Impl{std::move(*c)});
+  out.impl_ = std::make_unique<Impl>(Impl{std::move(*c), path});
   return out;
 }
 
@@ -285,7 +286,13 @@ Engine::~Engine() {
 }
 
 Expected<std::unique_ptr<Engine>> Engine::start(Config config) {
-  return engine::EngineAccess::start(std::move(config.impl_->cfg), nullptr);
+  std::string path = std::move(config.impl_->path);
+  auto e = engine::EngineAccess::start(std::move(config.impl_->cfg), nullptr);
+  if (e.ok() && !path.empty()) {
+    engine::EngineAccess::runtime(**e).set_config_source(
+        [path] { return engine::load_config_file(path); });
+  }
+  return e;
 }
 
 Expected<std::unique_ptr<Engine>> Engine::start_toml(std::string_view toml) {
@@ -464,6 +471,53 @@ Expected<void> Engine::reopen_event_file() {
     return Failure{FailureKind::kSystem, error};
   }
   return {};
+}
+
+namespace {
+
+// Runs one reload and waits for every shard to have switched.
+template <class Start>
+Expected<ReloadResult> wait_reload(Start start) {
+  using engine::Runtime;
+  auto reply = std::make_shared<std::promise<Result<Runtime::ReloadReport>>>();
+  auto fut = reply->get_future();
+  start([reply](Result<Runtime::ReloadReport> r) { reply->set_value(std::move(r)); });
+  auto r = fut.get();
+  if (!r.ok()) {
+    return to_failure(r.error());
+  }
+  return ReloadResult{std::move(r->applied), std::move(r->restart_required)};
+}
+
+}  // namespace
+
+Expected<ReloadResult> Engine::reload(Config config) {
+  if (in_callback()) {
+    return Failure{FailureKind::kSystem,
+                   "reload from an event callback would wait for the callback's own shard"};
+  }
+  Impl::Call call(*impl_);
+  if (!call) {
+    return Failure{FailureKind::kSystem, "ringmail is shut down"};
+  }
+  engine::Runtime& rt = *impl_->rt;
+  return wait_reload([&](engine::Runtime::ReloadFn done) {
+    rt.reload(std::move(config.impl_->cfg), -1, std::move(done));
+  });
+}
+
+Expected<ReloadResult> Engine::reload() {
+  if (in_callback()) {
+    return Failure{FailureKind::kSystem,
+                   "reload from an event callback would wait for the callback's own shard"};
+  }
+  Impl::Call call(*impl_);
+  if (!call) {
+    return Failure{FailureKind::kSystem, "ringmail is shut down"};
+  }
+  engine::Runtime& rt = *impl_->rt;
+  return wait_reload(
+      [&](engine::Runtime::ReloadFn done) { rt.reload_from_source(-1, std::move(done)); });
 }
 
 std::vector<uint64_t> Engine::loop_iterations() {

@@ -14,6 +14,8 @@
 
 #include <ringmail/ringmail.hpp>
 
+#include "engine/runtime.h"
+
 struct ringmail_engine {
   std::unique_ptr<ringmail::Engine> engine;
 };
@@ -370,6 +372,40 @@ char* ringmail_control(ringmail_engine* engine, const char* command) {
   } catch (...) {
     return nullptr;
   }
+}
+
+char* ringmail_reload(ringmail_engine* engine, const char* toml, char** error) {
+  if (error != nullptr) {
+    *error = nullptr;
+  }
+  if (engine == nullptr) {
+    set_error(error, "ringmail_reload: engine is NULL");
+    return nullptr;
+  }
+  try {
+    ringmail::Expected<ringmail::ReloadResult> r = ringmail::ReloadResult{};
+    if (toml == nullptr) {
+      r = engine->engine->reload();
+    } else {
+      auto c = ringmail::Config::parse(toml);
+      if (!c.ok()) {
+        set_error(error, c.error().message);
+        return nullptr;
+      }
+      r = engine->engine->reload(std::move(*c));
+    }
+    if (!r.ok()) {
+      set_error(error, r.error().message);
+      return nullptr;
+    }
+    ringmail::engine::Runtime::ReloadReport report{r->applied, r->restart_required};
+    return dup_string(ringmail::engine::Runtime::reload_json(report));
+  } catch (const std::exception& ex) {
+    set_error(error, ex.what());
+  } catch (...) {
+    set_error(error, "ringmail_reload: unknown exception");
+  }
+  return nullptr;
 }
 
 void ringmail_free_string(char* s) {

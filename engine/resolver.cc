@@ -389,7 +389,7 @@ struct RouteResolver::Job {
 
 RouteResolver::RouteResolver(DnsCache& cache, const Clock& clock, const Config& config,
                              uint64_t seed)
-    : cache_(cache), clock_(clock), config_(config), rng_state_(seed | 1) {}
+    : cache_(cache), clock_(clock), config_(&config), rng_state_(seed | 1) {}
 
 void RouteResolver::resolve(const Route& route, const std::string& domain, Callback cb) {
   auto job = std::make_shared<Job>();
@@ -404,12 +404,12 @@ void RouteResolver::resolve_target(const std::shared_ptr<Job>& job, size_t index
   if (index >= job->route.hosts.size()) {
     RouteResolution res;
     res.note = job->note;
-    res.expires = job->have_expiry ? job->expires : clock_.now() + config_.dns.ttl_ceiling;
+    res.expires = job->have_expiry ? job->expires : clock_.now() + config_->dns.ttl_ceiling;
     if (!job->candidates.empty()) {
       res.kind = RouteResolution::Kind::kOk;
       res.candidates = std::move(job->candidates);
-      if (res.candidates.size() > config_.dns.max_addresses) {
-        res.candidates.resize(config_.dns.max_addresses);
+      if (res.candidates.size() > config_->dns.max_addresses) {
+        res.candidates.resize(config_->dns.max_addresses);
       }
     } else if (job->bounce && !job->defer) {
       res.kind = RouteResolution::Kind::kBounce;
@@ -435,7 +435,7 @@ void RouteResolver::resolve_target(const std::shared_ptr<Job>& job, size_t index
       return;
     }
     case Endpoint::Kind::kRecipientMx:
-      resolve_mx(job, job->domain, config_.delivery.port);
+      resolve_mx(job, job->domain, config_->delivery.port);
       return;
     case Endpoint::Kind::kMx:
       resolve_mx(job, ep.host, ep.port);
@@ -509,8 +509,8 @@ void RouteResolver::resolve_mx(const std::shared_ptr<Job>& job, const std::strin
               [](const auto& a, const auto& b) { return a.first < b.first; });
     mx.clear();
     for (auto& k : keyed) {
-      if (mx.size() >= config_.dns.max_mx) {
-        job->note += "only the first " + std::to_string(config_.dns.max_mx) + " of " +
+      if (mx.size() >= config_->dns.max_mx) {
+        job->note += "only the first " + std::to_string(config_->dns.max_mx) + " of " +
                      std::to_string(keyed.size()) + " MX hosts are used; ";
         break;
       }
@@ -526,13 +526,13 @@ bool RouteResolver::usable(const sockaddr_storage& ss) const {
     if (a == 0 || (a >> 28) == 0xE || a == 0xFFFFFFFFu) {
       return false;  // 0.0.0.0, multicast, broadcast
     }
-    return config_.dns.allow_loopback || (a >> 24) != 127;
+    return config_->dns.allow_loopback || (a >> 24) != 127;
   }
   const auto* a6 = &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr;
   if (IN6_IS_ADDR_UNSPECIFIED(a6) || IN6_IS_ADDR_MULTICAST(a6)) {
     return false;
   }
-  return config_.dns.allow_loopback || !IN6_IS_ADDR_LOOPBACK(a6);
+  return config_->dns.allow_loopback || !IN6_IS_ADDR_LOOPBACK(a6);
 }
 
 void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
@@ -549,7 +549,7 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
     size_t pending = 0;
   };
   auto g = std::make_shared<Gather>();
-  const AddressPreference pref = config_.dns.prefer;
+  const AddressPreference pref = config_->dns.prefer;
   for (auto& h : hosts) {
     if (is_ip_literal(h.exchange)) {
       job->note += "MX host " + h.exchange + " is an IP address, not a host name: skipped; ";
@@ -625,7 +625,7 @@ void RouteResolver::resolve_hosts(const std::shared_ptr<Job>& job,
           }
         }
       };
-      if (config_.dns.prefer == AddressPreference::kIpv6) {
+      if (config_->dns.prefer == AddressPreference::kIpv6) {
         add_v6();
         add_v4();
       } else {

@@ -168,6 +168,8 @@ class RouteResolver {
   /// Resolves `route` for recipients at `domain` (lower-case). Static
   /// routes complete before returning.
   void resolve(const Route& route, const std::string& domain, Callback cb);
+  /// A reload: lookups read `config` from now on (it must outlive them).
+  void set_config(const Config& config) { config_ = &config; }
 
  private:
   struct Job;
@@ -180,7 +182,7 @@ class RouteResolver {
 
   DnsCache& cache_;
   const Clock& clock_;
-  const Config& config_;
+  const Config* config_;
   uint64_t rng_state_;
 };
 

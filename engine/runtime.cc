@@ -472,7 +472,8 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
   std::shared_ptr<const Personalisation> personal;
   const bool unsubscribe_vars = opts.list_unsubscribe.find("{{") != std::string_view::npos ||
                                 opts.list_unsubscribe_mailto.find("{{") != std::string_view::npos;
-  const bool add_fields = dkim_ != nullptr || opts.bulk();
+  const std::shared_ptr<const DkimSigner> dkim = dkim_signer();  // one signer per batch
+  const bool add_fields = dkim != nullptr || opts.bulk();
   if (add_fields || opts.personalise || unsubscribe_vars) {
     proto::normalize_body(in.message, prepared);
     if (unsubscribe_vars && !opts.personalise) {
@@ -499,7 +500,7 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
     content = prepared;
   }
   if (opts.personalise || unsubscribe_vars) {
-    auto p = Personalisation::create(content, dkim_, opts.dkim_domain, now_s);
+    auto p = Personalisation::create(content, dkim, opts.dkim_domain, now_s);
     if (!p.ok()) {
       return reject(p.error().message);
     }
@@ -626,7 +627,7 @@ proto::Ack Runtime::build_jobs(const BatchInput& in, std::vector<Job*>* out_jobs
   MessageRef msg;
   if (personal == nullptr) {
     // Signed once, here, for every recipient (engine/message.h).
-    mi.dkim = dkim_.get();
+    mi.dkim = dkim.get();
     mi.dkim_domain = std::string(opts.dkim_domain);
     mi.dkim_time_s = now_s;
     msg = Message::create(std::move(mi));
@@ -1032,6 +1033,13 @@ void Runtime::control(std::string_view line, int from_shard,
     });
     return;
   }
+  if (cmd == "reload") {
+    reload_from_source(from_shard, [done = std::move(done)](Result<ReloadReport> r) {
+      done(r.ok() ? reload_json(*r)
+                  : control_error("reload refused, nothing changed: " + r.error().message));
+    });
+    return;
+  }
   if (cmd == "rules" && (arg == "cancel" || arg.starts_with("cancel "))) {
     // "rules cancel ID|PATTERN": one effect by id, or those of matching destinations.
     cmd = "rules-cancel";
@@ -1042,7 +1050,7 @@ void Runtime::control(std::string_view line, int from_shard,
   if (cmd != "list" && cmd != "rules" && !needs_arg) {
     done(control_error("unknown command \"" + cmd +
                        "\" (list, pause, resume, flush, drop-batch, stats, rules, suppression, "
-                       "reopen-logs)"));
+                       "reopen-logs, reload)"));
     return;
   }
   if (needs_arg && arg.empty()) {

@@ -55,7 +55,13 @@ class Runtime {
   ~Runtime();
 
   // --- any thread -----------------------------------------------------------
+  /// The configuration the engine started with. Sections a reload changes
+  /// (see reload()) are read through Shard::config() instead.
   const Config& config() const { return config_; }
+  /// config() as a shared pointer that does not own it (shards start on it).
+  std::shared_ptr<const Config> initial_config() const {
+    return std::shared_ptr<const Config>(std::shared_ptr<const Config>(), &config_);
+  }
   const Clock& clock() const { return *clock_; }
   uint32_t shard_count() const { return static_cast<uint32_t>(shards_.size()); }
   uint32_t shard_for_domain(std::string_view lower_domain) const;
@@ -77,8 +83,34 @@ class Runtime {
   void add_recovered(uint64_t recipients, uint64_t addr_bytes);
   /// A job that was never acknowledged is dropped: return its charges.
   void abandon(uint64_t recipients, uint64_t addr_bytes);
-  /// The DKIM signer built from [[dkim]] (null without keys). Any thread.
-  const std::shared_ptr<const DkimSigner>& dkim_signer() const { return dkim_; }
+  /// The DKIM signer built from [[dkim]] (null without keys). Any thread;
+  /// a reload replaces it (messages signed before keep theirs).
+  std::shared_ptr<const DkimSigner> dkim_signer() const {
+    std::lock_guard lock(dkim_mu_);
+    return dkim_;
+  }
+  /// What a configuration reload did (Engine::reload, ringmail-ctl reload).
+  struct ReloadReport {
+    std::vector<std::string> applied;           // changed sections now in force
+    std::vector<std::string> restart_required;  // changed sections kept as they were
+  };
+  using ReloadFn = std::function<void(Result<ReloadReport>)>;
+  /// Applies a new configuration without a restart: [delivery], [[shaping]],
+  /// [provider_shaping], [routing], [retry], [bounces], [[dkim]] (keys are
+  /// read again), [tls] (and the submission listeners' certificates, read
+  /// again), [suppression] (enabled and TTLs) and log_level. A change to
+  /// any other section is reported in restart_required and not applied.
+  /// Nothing changes when something fails (a key file, a certificate):
+  /// `done` then gets the error. Mail in flight is unaffected: connections
+  /// and transactions under way finish with what they started with.
+  /// Reloads are serialised. `done` runs as for reopen_event_file.
+  void reload(Config fresh, int from_shard, ReloadFn done);
+  /// Where `ringmail-ctl reload` reads the configuration from (the file
+  /// the engine started from). Without one, the command says so.
+  void set_config_source(std::function<Result<Config>()> source);
+  /// Reads the configuration source and reloads it (the control command).
+  void reload_from_source(int from_shard, ReloadFn done);
+  static std::string reload_json(const ReloadReport& r);
   /// The suppression list ([suppression]). Any thread (it locks itself).
   SuppressionList& suppression() { return *suppression_; }
   /// Runs an operator command (list, pause, resume, flush, drop-batch,
@@ -153,7 +185,11 @@ class Runtime {
   void note_bounce(const EventView& ev);
   void flush_loop();
 
+  mutable std::mutex dkim_mu_;
   std::shared_ptr<const DkimSigner> dkim_;
+  std::mutex reload_mu_;  // reloads are serialised: every shard sees them in one order
+  std::shared_ptr<const Config> current_;  // the last configuration applied (null: config_)
+  std::function<Result<Config>()> config_source_;
   std::unique_ptr<SuppressionList> suppression_;
   std::thread flush_thread_;  // writes the suppression log every flush_interval
   std::mutex flush_mu_;

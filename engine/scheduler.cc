@@ -110,7 +110,7 @@ TimePoint TokenBucket::next_token(TimePoint now) const {
 // Scheduler
 
 Scheduler::Scheduler(Shard& shard)
-    : shard_(shard), config_(shard.config()), rng_(0x9e3779b97f4a7c15ull ^ shard.id()) {}
+    : shard_(shard), config_(&shard.config()), rng_(0x9e3779b97f4a7c15ull ^ shard.id()) {}
 
 Scheduler::~Scheduler() {
   // Shutdown already aborted every connection (Shard::loop waits for
@@ -159,10 +159,10 @@ Destination& Scheduler::destination(std::string_view domain, uint32_t pool) {
   auto d = std::make_unique<Destination>(this);
   d->domain = std::string(domain);
   d->pool = pool;
-  d->shaping = config_.shaping_for(domain);
-  d->route = &config_.routing.route_for(domain);
+  d->shaping = config_->shaping_for(domain);
+  d->route = &config_->routing.route_for(domain);
   TimePoint now = shard_.clock().now();
-  for (uint32_t src : config_.egress.pools[pool].sources) {
+  for (uint32_t src : config_->egress.pools[pool].sources) {
     SourceState s;
     s.source = src;
     s.conn_limit = d->shaping.max_connections;
@@ -170,7 +170,7 @@ Destination& Scheduler::destination(std::string_view domain, uint32_t pool) {
     s.connects.configure(d->shaping.connect_rate, now);
     d->sources.push_back(std::move(s));
   }
-  if (const ProviderRules* rules = config_.provider_shaping.rules.get()) {
+  if (const ProviderRules* rules = config_->provider_shaping.rules.get()) {
     for (const AutomationRule* r : rules->match(d->domain, {}).automation) {
       d->automation.push_back(r);
       d->rule_hits.push_back(Destination::RuleHits{r, {}});
@@ -188,6 +188,57 @@ void Scheduler::accept(Job* job) {
   unfinished_ += job->rcpts.size();
   enqueue_job(job);
   settle_job();
+  dispatch_touched();
+}
+
+void Scheduler::reconfigure() {
+  config_ = &shard_.config();
+  const ProviderRules* rules = config_->provider_shaping.rules.get();
+  for (auto& [key, dp] : dests_) {
+    Destination& d = *dp;
+    const Route* route = &config_->routing.route_for(d.domain);
+    if (route->describe() != d.route->describe()) {
+      RM_LOG_INFO("reload: route for %s is now %s (was %s)", d.domain.c_str(),
+                  route->describe().c_str(), d.route->describe().c_str());
+      ++d.route_gen;
+      d.resolution.reset();
+      d.mx_names.clear();
+      // The old route's failures say nothing about the new one: a backoff
+      // ends now (automation Suspend effects still run their course).
+      d.failing = false;
+      // Connections on the old route take no new work: idle ones quit now,
+      // busy ones once their transactions are done.
+      for (SmtpConnection* c : std::vector<SmtpConnection*>(d.all)) {
+        c->quit();
+      }
+      const TimePoint now = shard_.clock().now();
+      for (auto& src : d.sources) {
+        if (src.backing_off) {
+          src.backoff_until = std::max(now, src.suspend_until);
+        }
+      }
+    }
+    d.route = route;
+    ProviderRules::Match m;
+    if (rules != nullptr) {
+      m = rules->match(d.domain, d.mx_names);
+    }
+    d.provider = m.provider;
+    d.automation = std::move(m.automation);
+    d.rule_hits.clear();
+    for (const AutomationRule* r : d.automation) {
+      d.rule_hits.push_back(Destination::RuleHits{r, {}});
+    }
+    const Millis max_age = d.shaping.max_age;
+    apply_shaping(d);
+    if (d.shaping.max_age != max_age && !d.ready.empty()) {
+      sweep_expired(d);
+    }
+    if (!d.ready.empty() && !d.touched) {
+      d.touched = true;
+      touched_.push_back(&d);
+    }
+  }
   dispatch_touched();
 }
 
@@ -446,7 +497,7 @@ void Scheduler::open_more(Destination& d) {
   if (d.failing && d.connections() > d.working()) {
     return;  // connections failed: the attempts still under way decide first
   }
-  const uint64_t window = std::max<uint32_t>(1, config_.delivery.max_pipelined_txns);
+  const uint64_t window = std::max<uint32_t>(1, config_->delivery.max_pipelined_txns);
   const uint64_t wanted = (std::max<uint64_t>(d.ready_txns, 1) + window - 1) / window;
   uint32_t connecting = d.connections() - d.working();
   std::optional<TimePoint> retry_at;
@@ -469,7 +520,7 @@ void Scheduler::open_more(Destination& d) {
       ++tries;
       continue;
     }
-    if (connecting_ >= config_.delivery.max_connecting) {
+    if (connecting_ >= config_->delivery.max_connecting) {
       // The shard's set-up budget is spent: wait in line for a slot.
       if (!d.waiting_slot) {
         d.waiting_slot = true;
@@ -505,8 +556,17 @@ bool Scheduler::ensure_route(Destination& d) {
     d.resolving = true;
     auto synchronous = std::make_shared<bool>(true);
     Destination* dp = &d;
-    shard_.resolver().resolve(*d.route, d.domain, [this, dp, synchronous](RouteResolution r) {
+    const uint64_t gen = d.route_gen;
+    shard_.resolver().resolve(*d.route, d.domain, [this, dp, synchronous, gen](RouteResolution r) {
       dp->resolving = false;
+      if (gen != dp->route_gen) {
+        // A reload changed the route while this lookup ran: look up the
+        // new one instead.
+        if (!*synchronous) {
+          dispatch(*dp);
+        }
+        return;
+      }
       if (!r.note.empty()) {
         RM_LOG_INFO("route for %s: %s", dp->domain.c_str(), r.note.c_str());
       }
@@ -644,7 +704,7 @@ void Scheduler::grant_slots() {
     return;
   }
   granting_ = true;
-  while (connecting_ < config_.delivery.max_connecting && !slot_waiters_.empty()) {
+  while (connecting_ < config_->delivery.max_connecting && !slot_waiters_.empty()) {
     Destination* d = slot_waiters_.front();
     slot_waiters_.pop_front();
     d->waiting_slot = false;
@@ -750,8 +810,8 @@ void Scheduler::destination_event(const Destination& d, const SourceState& s, Ev
   DestinationRecord rec{};
   rec.type = type;
   rec.domain = d.domain;
-  rec.pool = config_.egress.pools[d.pool].name;
-  rec.source = config_.egress.sources[s.source].name;
+  rec.pool = config_->egress.pools[d.pool].name;
+  rec.source = config_->egress.sources[s.source].name;
   rec.reason = reason;
   rec.max_connections = s.conn_limit;
   rec.hold = s.hold_txns;
@@ -900,7 +960,7 @@ Millis Scheduler::retry_delay(const Destination& d, uint16_t attempts) {
   const auto& s = d.shaping.retry_schedule;
   size_t i = attempts == 0 ? 0 : std::min<size_t>(attempts - 1, s.size() - 1);
   Millis base = s[i];
-  uint32_t jitter = config_.retry.jitter_percent;
+  uint32_t jitter = config_->retry.jitter_percent;
   if (jitter == 0 || base.count() < 10) {
     return base;
   }
@@ -1050,7 +1110,7 @@ void Scheduler::defer_queue(Destination& d, const proto::Reply& why, Stage stage
 
 void Scheduler::apply_shaping(Destination& d) {
   const Shaping before = d.shaping;
-  d.shaping = config_.shaping_for(d.domain, d.mx_names);
+  d.shaping = config_->shaping_for(d.domain, d.mx_names);
   for (const auto& e : d.effects) {
     if (e.rule->action == AutomationAction::kSetConfig) {
       e.rule->set.apply(d.shaping);
@@ -1071,7 +1131,7 @@ void Scheduler::apply_shaping(Destination& d) {
 }
 
 void Scheduler::shape_for_route(Destination& d) {
-  const ProviderRules* rules = config_.provider_shaping.rules.get();
+  const ProviderRules* rules = config_->provider_shaping.rules.get();
   if (rules == nullptr || !rules->has_providers() || !d.resolution ||
       d.resolution->kind != RouteResolution::Kind::kOk) {
     return;
@@ -1133,7 +1193,8 @@ void Scheduler::fire(Destination& d, const AutomationRule& rule, const proto::Re
     it->until_wall_ms = until_wall;
     it->reply = reply;
   } else {
-    d.effects.push_back(Destination::Effect{next_effect_id_++, &rule, until, until_wall, reply});
+    d.effects.push_back(Destination::Effect{
+        next_effect_id_++, &rule, config_->provider_shaping.rules, until, until_wall, reply});
   }
   std::string what = std::string(automation_action_name(rule.action));
   if (rule.action == AutomationAction::kSetConfig) {
@@ -1246,7 +1307,7 @@ void Scheduler::list_rule_effects(const std::string& pattern, std::string* out) 
       append_json_string(*out, d->domain);
       out->push_back(',');
       append_json_key(*out, "pool");
-      append_json_string(*out, config_.egress.pools[d->pool].name);
+      append_json_string(*out, config_->egress.pools[d->pool].name);
       out->push_back(',');
       append_json_key(*out, "provider");
       append_json_string(*out, d->provider);
@@ -1491,7 +1552,7 @@ void Scheduler::list(const std::string& pattern, std::string* out) const {
     append_json_string(*out, d->domain);
     out->append(",");
     append_json_key(*out, "pool");
-    append_json_string(*out, config_.egress.pools[d->pool].name);
+    append_json_string(*out, config_->egress.pools[d->pool].name);
     out->append(",");
     append_json_key(*out, "shard");
     append_json_uint(*out, shard_.id());
@@ -1521,7 +1582,7 @@ void Scheduler::list(const std::string& pattern, std::string* out) const {
       }
       out->push_back('{');
       append_json_key(*out, "source");
-      append_json_string(*out, config_.egress.sources[s.source].name);
+      append_json_string(*out, config_->egress.sources[s.source].name);
       out->append(",");
       append_json_key(*out, "connections");
       append_json_uint(*out, s.connections);

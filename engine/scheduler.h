@@ -162,6 +162,7 @@ struct Destination {
   uint32_t pool = 0;
   Shaping shaping;
   const Route* route = nullptr;
+  uint64_t route_gen = 0;  // bumped when a reload changes the route: older lookups are dropped
   /// Where to connect, from the route (and DNS); refreshed when it expires.
   /// While a refresh runs, a previous good resolution stays in use.
   std::optional<RouteResolution> resolution;
@@ -194,6 +195,7 @@ struct Destination {
   struct Effect {
     uint64_t id;
     const AutomationRule* rule;
+    std::shared_ptr<const ProviderRules> rules;  // keeps `rule` alive across reloads
     TimePoint until;
     int64_t until_wall_ms;
     proto::Reply reply;  // the reply that fired it
@@ -229,6 +231,14 @@ class Scheduler {
 
   /// Takes ownership of `job` (all its recipients hash to this shard).
   void accept(Job* job);
+  /// The shard's configuration was reloaded (Shard::config() is the new
+  /// one; the previous one is still alive during the call): every
+  /// destination takes its new limits, route and automation rules.
+  /// Connections and transactions under way keep what they started with;
+  /// active automation effects run to their end; automation hit counts
+  /// start over. A destination whose route changed forgets its resolution,
+  /// so no new connection follows the old route.
+  void reconfigure();
   /// Takes the jobs the spool recovered: unfinished recipients go to their
   /// destination's queue, or wait for their recorded retry time.
   void accept_recovered(std::vector<RecoveredJob> jobs);
@@ -352,7 +362,7 @@ class Scheduler {
   bool matches(const std::string& pattern, const std::string& domain) const;
 
   Shard& shard_;
-  const Config& config_;
+  const Config* config_;  // the shard's current configuration (reconfigure())
   std::unordered_map<std::string, std::unique_ptr<Destination>> dests_;
   std::unordered_set<RetryGroup*> retry_groups_;  // owned; each deleted when due
   std::vector<std::string> paused_patterns_;

@@ -27,7 +27,8 @@ void forward_events_msg(Shard& shard, void* p, uint64_t /*a*/) {
 
 }  // namespace
 
-Shard::Shard(Runtime& rt, uint32_t id, uint32_t shard_count) : rt_(rt), id_(id) {
+Shard::Shard(Runtime& rt, uint32_t id, uint32_t shard_count)
+    : rt_(rt), id_(id), config_(rt.initial_config()) {
   overflow_.resize(shard_count);
   wake_pending_.assign(shard_count, 0);
   wake_op_.shard = this;
@@ -51,7 +52,23 @@ const Clock& Shard::clock() const {
   return rt_.clock();
 }
 const Config& Shard::config() const {
-  return rt_.config();
+  return *config_;
+}
+
+void Shard::reconfigure(std::shared_ptr<const Config> config,
+                        std::vector<std::unique_ptr<TlsContext>> server_contexts) {
+  // The previous configuration lives until every pointer into it (routes,
+  // automation rules) has moved to the new one.
+  std::shared_ptr<const Config> previous = std::move(config_);
+  config_ = std::move(config);
+  scheduler_->reconfigure();
+  route_resolver_->set_config(*config_);
+  if (tls_client_ != nullptr) {
+    tls_client_->reconfigure(config_->tls);
+  }
+  if (submission_ != nullptr && !server_contexts.empty()) {
+    submission_->replace_tls_contexts(std::move(server_contexts));
+  }
 }
 
 void Shard::run() {

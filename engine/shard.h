@@ -44,6 +44,7 @@ class Ingest;
 class Submission;  // engine/submission.h
 class HttpServer;  // engine/http_server.h
 class TlsClient;   // engine/tls.h
+class TlsContext;  // engine/tls.h
 
 struct ShardMsg {
   void (*fn)(Shard& shard, void* p, uint64_t a);
@@ -104,7 +105,15 @@ class Shard {
   Ring& ring() { return *ring_; }
   TimerWheel& timers() { return *timers_; }
   const Clock& clock() const;
+  /// The shard's current configuration (a reload replaces it between two
+  /// events; hold no reference across an event).
   const Config& config() const;
+  /// A configuration reload (Runtime::reload): `config` becomes current;
+  /// the scheduler, resolver and TLS client follow. `server_contexts`:
+  /// shard 0's new submission listener contexts, in listener order (empty:
+  /// keep the current ones).
+  void reconfigure(std::shared_ptr<const Config> config,
+                   std::vector<std::unique_ptr<TlsContext>> server_contexts);
   Runtime& runtime() { return rt_; }
   Scheduler& scheduler() { return *scheduler_; }
   RouteResolver& resolver() { return *route_resolver_; }
@@ -167,6 +176,7 @@ class Shard {
 
   Runtime& rt_;
   const uint32_t id_;
+  std::shared_ptr<const Config> config_;
   std::unique_ptr<Ring> ring_;
   std::unique_ptr<TimerWheel> timers_;
   std::unique_ptr<DnsClient> dns_client_;

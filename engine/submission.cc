@@ -103,6 +103,10 @@ Result<std::unique_ptr<Submission>> Submission::create(Shard& shard, const std::
     RM_TRY(c);
     s->trusted_.push_back(*c);
   }
+  auto contexts = load_tls_contexts(cfg.tls, sc);
+  if (!contexts.ok()) {
+    return std::move(contexts).take_error();
+  }
   for (size_t i = 0; i < sc.listeners.size(); ++i) {
     const SubmissionListener& l = sc.listeners[i];
     auto li = std::make_unique<Listener>();
@@ -110,14 +114,7 @@ Result<std::unique_ptr<Submission>> Submission::create(Shard& shard, const std::
     li->cfg = &l;
     li->fd = fds[i];
     li->op.listener = li.get();
-    if (l.tls != SubmissionListener::Tls::kNone) {
-      auto ctx = TlsContext::server(cfg.tls, l.cert_file, l.key_file);
-      if (!ctx.ok()) {
-        return make_error(ctx.error().code,
-                          "submission.listeners " + l.listen + ": " + ctx.error().message);
-      }
-      li->tls = std::move(*ctx);
-    }
+    li->tls = std::move((*contexts)[i]);
     li->server = server_config(cfg, l, !s->creds_.empty());
     RM_LOG_INFO("submission: listening on %s (%s)%s", l.listen.c_str(),
                 l.tls == SubmissionListener::Tls::kStartTls   ? "STARTTLS"
@@ -127,6 +124,33 @@ Result<std::unique_ptr<Submission>> Submission::create(Shard& shard, const std::
     s->listeners_.push_back(std::move(li));
   }
   return s;
+}
+
+Result<std::vector<std::unique_ptr<TlsContext>>> Submission::load_tls_contexts(
+    const TlsConfig& tls, const SubmissionConfig& sc) {
+  std::vector<std::unique_ptr<TlsContext>> out;
+  for (const SubmissionListener& l : sc.listeners) {
+    if (l.tls == SubmissionListener::Tls::kNone) {
+      out.push_back(nullptr);
+      continue;
+    }
+    auto ctx = TlsContext::server(tls, l.cert_file, l.key_file);
+    if (!ctx.ok()) {
+      return make_error(ctx.error().code,
+                        "submission.listeners " + l.listen + ": " + ctx.error().message);
+    }
+    out.push_back(std::move(*ctx));
+  }
+  return out;
+}
+
+void Submission::replace_tls_contexts(std::vector<std::unique_ptr<TlsContext>> contexts) {
+  RM_ASSERT(contexts.size() == listeners_.size());
+  for (size_t i = 0; i < listeners_.size(); ++i) {
+    // A handshake in progress holds its own reference (wolfSSL counts the
+    // context's users), so the old context may go now.
+    listeners_[i]->tls = std::move(contexts[i]);
+  }
 }
 
 void Submission::start() {

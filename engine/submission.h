@@ -122,6 +122,17 @@ class Submission {
   Submission(const Submission&) = delete;
   Submission& operator=(const Submission&) = delete;
 
+  /// The certificate and key of every TLS listener, read again (any
+  /// thread): one context per listener in order, null for a listener
+  /// without TLS. `tls` supplies the minimum version. Errors name the
+  /// listener and the file.
+  [[nodiscard]] static Result<std::vector<std::unique_ptr<TlsContext>>> load_tls_contexts(
+      const TlsConfig& tls, const SubmissionConfig& sc);
+  /// A reload: handshakes from now on use `contexts` (from
+  /// load_tls_contexts, same listeners); sessions already in TLS keep
+  /// theirs.
+  void replace_tls_contexts(std::vector<std::unique_ptr<TlsContext>> contexts);
+
   void start();
   /// Stops accepting; every client gets 421 4.3.2 and is closed.
   void stop();

@@ -243,7 +243,19 @@ std::string SuppressionList::bounce_note(uint16_t code, std::string_view enhance
 }
 
 SuppressionList::SuppressionList(const SuppressionConfig& config, const Clock& clock, Limits limits)
-    : config_(config), clock_(&clock), limits_(limits), stripes_(new Stripe[kStripes]) {}
+    : config_(config),
+      enabled_(config.enabled),
+      invalid_ttl_ms_(config.invalid_ttl.count()),
+      unsubscribe_ttl_ms_(config.unsubscribe_ttl.count()),
+      clock_(&clock),
+      limits_(limits),
+      stripes_(new Stripe[kStripes]) {}
+
+void SuppressionList::set_policy(bool enabled, Millis invalid_ttl, Millis unsubscribe_ttl) {
+  invalid_ttl_ms_.store(invalid_ttl.count(), std::memory_order_relaxed);
+  unsubscribe_ttl_ms_.store(unsubscribe_ttl.count(), std::memory_order_relaxed);
+  enabled_.store(enabled, std::memory_order_release);
+}
 
 SuppressionList::~SuppressionList() {
   if (fd_ >= 0) {
@@ -331,7 +343,7 @@ bool SuppressionList::erase(std::string_view key, bool log) {
 }
 
 std::optional<SuppressionHit> SuppressionList::check(std::string_view address) const {
-  if (!config_.enabled || count_.load(std::memory_order_relaxed) == 0) {
+  if (!enabled() || count_.load(std::memory_order_relaxed) == 0) {
     return std::nullopt;
   }
   const Stripe& st = stripe_for(address);
@@ -349,7 +361,7 @@ std::optional<SuppressionHit> SuppressionList::check(std::string_view address) c
 
 bool SuppressionList::note_bounce(std::string_view address, const proto::EnhancedCode& code,
                                   std::string_view note) {
-  if (!config_.enabled || !suppresses(code)) {
+  if (!enabled() || !suppresses(code)) {
     return false;
   }
   std::string k = key(address);
@@ -357,7 +369,7 @@ bool SuppressionList::note_bounce(std::string_view address, const proto::Enhance
     return false;
   }
   int64_t now = clock_->wall_ms();
-  int64_t ttl = config_.invalid_ttl.count();
+  int64_t ttl = invalid_ttl_ms_.load(std::memory_order_relaxed);
   return put(
       std::move(k),
       Value{SuppressionReason::kInvalidRecipient, now, ttl > 0 ? now + ttl : 0, std::string(note)},
@@ -365,7 +377,7 @@ bool SuppressionList::note_bounce(std::string_view address, const proto::Enhance
 }
 
 bool SuppressionList::note_unsubscribed(std::string_view address, std::string_view note) {
-  if (!config_.enabled) {
+  if (!enabled()) {
     return false;
   }
   std::string k = key(address);
@@ -373,7 +385,7 @@ bool SuppressionList::note_unsubscribed(std::string_view address, std::string_vi
     return false;
   }
   int64_t now = clock_->wall_ms();
-  int64_t ttl = config_.unsubscribe_ttl.count();
+  int64_t ttl = unsubscribe_ttl_ms_.load(std::memory_order_relaxed);
   return put(
       std::move(k),
       Value{SuppressionReason::kUnsubscribed, now, ttl > 0 ? now + ttl : 0, std::string(note)},

@@ -111,7 +111,10 @@ class SuppressionList {
 
   /// [suppression] enabled: when false, check() never suppresses and
   /// bounces/unsubscribes are not recorded; operator edits still work.
-  bool enabled() const { return config_.enabled; }
+  bool enabled() const { return enabled_.load(std::memory_order_acquire); }
+  /// Any thread: a configuration reload's [suppression] enabled,
+  /// invalid_ttl and unsubscribe_ttl, for entries added from now on.
+  void set_policy(bool enabled, Millis invalid_ttl, Millis unsubscribe_ttl);
 
   /// The list's key for an address: local part as given, domain
   /// lower-cased. Empty when `address` has no '@'.
@@ -200,7 +203,10 @@ class SuppressionList {
   Result<void> write_pending();   // caller holds io_mu_
   Result<void> compact_locked();  // caller holds io_mu_
 
-  SuppressionConfig config_;
+  SuppressionConfig config_;  // file and flush settings (fixed while running)
+  std::atomic<bool> enabled_;
+  std::atomic<int64_t> invalid_ttl_ms_;
+  std::atomic<int64_t> unsubscribe_ttl_ms_;
   const Clock* clock_;
   Limits limits_;
   std::unique_ptr<Stripe[]> stripes_;

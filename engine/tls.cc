@@ -417,6 +417,15 @@ Result<const TlsContext*> TlsClient::context() {
   return static_cast<const TlsContext*>(ctx_.get());
 }
 
+void TlsClient::reconfigure(const TlsConfig& cfg) {
+  const bool trust_changed = cfg.ca_file != cfg_.ca_file || cfg.min_version != cfg_.min_version;
+  cfg_ = cfg;
+  ctx_.reset();
+  if (trust_changed || !cfg.session_resumption) {
+    sessions_.clear();
+  }
+}
+
 WOLFSSL_SESSION* TlsClient::find_session(const std::string& key) const {
   auto it = sessions_.find(key);
   return it == sessions_.end() ? nullptr : it->second.get();

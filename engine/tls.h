@@ -199,6 +199,12 @@ class TlsClient {
 
   /// The client context; built on first call. Error: wolfSSL refused it.
   [[nodiscard]] Result<const TlsContext*> context();
+  /// A reload's [tls]: the next handshake builds a new context (connections
+  /// in a handshake or session keep theirs: wolfSSL counts its references).
+  /// The session cache is emptied when the CA bundle or the minimum version
+  /// changed: a resumed session skips the certificate check it would now
+  /// get.
+  void reconfigure(const TlsConfig& cfg);
   bool resumption() const { return cfg_.session_resumption; }
   Millis handshake_timeout() const { return cfg_.handshake_timeout; }
 

@@ -15,6 +15,7 @@
 //   ringmail-ctl [--socket PATH] suppression add ADDRESS [REASON [TTL_S [NOTE...]]]
 //   ringmail-ctl [--socket PATH] suppression remove ADDRESS
 //   ringmail-ctl [--socket PATH] reopen-logs
+//   ringmail-ctl [--socket PATH] reload
 //
 // Patterns: an exact domain, "*.example.com" for subdomains, or "*". Prints
 // the daemon's JSON reply (`queue`: a summary per destination, see
@@ -96,6 +97,10 @@ int main(int argc, char** argv) {
           "                        make ADDRESS deliverable again\n"
           "  reopen-logs           reopen the event file (after it was renamed, for log\n"
           "                        rotation); answers once the old file is complete\n"
+          "  reload                read the configuration file again and apply what can\n"
+          "                        change without a restart (the reply lists what was\n"
+          "                        applied and what needs a restart); a file that does\n"
+          "                        not load changes nothing\n"
           "PATTERN: example.com, *.example.com or *\n");
       return 0;
     } else {

@@ -7,7 +7,9 @@
 // docs/configuration.md). Signals (docs/operations.md):
 //   SIGTERM, SIGINT  stop cleanly: ingest stops, queued mail gets
 //                    engine.shutdown_grace to finish, then exit 0;
-//   SIGHUP           reopen the event file (log rotation).
+//   SIGHUP           reload the configuration file (what can change without
+//                    a restart, docs/operations.md) and reopen the event
+//                    file (log rotation).
 // Under a service manager ($NOTIFY_SOCKET, systemd Type=notify; see
 // tools/service_notify.h): READY=1 once the sockets accept batches,
 // STATUS= lines with the queue, RELOADING=1 .. READY=1 around SIGHUP,
@@ -49,8 +51,8 @@ constexpr std::chrono::seconds kStatusInterval{5};
 /// watchdog. Main thread only.
 class Daemon {
  public:
-  Daemon(ringmail::Engine& engine, const ringmail::tools::NotifyEnv& env)
-      : engine_(engine), notifier_(env.socket) {
+  Daemon(ringmail::Engine& engine, const ringmail::tools::NotifyEnv& env, bool from_file)
+      : engine_(engine), notifier_(env.socket), from_file_(from_file) {
     if (notifier_.enabled() && env.watchdog) {
       // Four looks per period: a keepalive goes out at least every half
       // period while the shards turn, and one slow iteration is forgiven.
@@ -112,18 +114,26 @@ class Daemon {
     return sig > 0 ? sig : -1;  // EAGAIN: the timeout; EINTR: look again
   }
 
-  /// SIGHUP: everything that can change without a restart. Today the
-  /// event file is reopened (log rotation); the configuration is not
-  /// reloaded.
+  /// SIGHUP: everything that can change without a restart. The
+  /// configuration file is read again (with the built-in default there is
+  /// nothing to read) and the event file reopened (log rotation). A file
+  /// that does not load leaves the running configuration as it was; the
+  /// engine logs why.
   void hangup() {
-    RM_LOG_INFO("SIGHUP: reopening the event file");
+    RM_LOG_INFO("SIGHUP: reloading the configuration and reopening the event file");
     notify("RELOADING=1\nMONOTONIC_USEC=" + std::to_string(monotonic_usec()) +
-           "\nSTATUS=reopening the event file");
+           "\nSTATUS=reloading");
+    std::string status;
+    if (from_file_) {
+      auto c = engine_.reload();
+      status = c.ok() ? "configuration reloaded" : "configuration kept: " + c.error().message;
+    } else {
+      status = "built-in configuration, nothing to reload";
+    }
     auto r = engine_.reopen_event_file();
+    status += r.ok() ? ", event file reopened" : ", event file not reopened: " + r.error().message;
     last_status_ = queue_status();
-    notify(std::string("READY=1\nSTATUS=") +
-           (r.ok() ? "event file reopened" : "event file not reopened: " + r.error().message) +
-           "; " + last_status_);
+    notify("READY=1\nSTATUS=" + status + "; " + last_status_);
   }
 
   void tick() {
@@ -182,6 +192,7 @@ class Daemon {
 
   ringmail::Engine& engine_;
   ringmail::tools::ServiceNotifier notifier_;
+  bool from_file_ = false;  // --config given: SIGHUP reads it again
   ringmail::tools::LivenessCheck liveness_;
   SteadyClock::duration check_every_{0};  // zero: no watchdog
   SteadyClock::time_point next_check_{};
@@ -257,7 +268,7 @@ int main(int argc, char** argv) {
   RM_LOG_INFO("ringmaild started: pid %d, socket %s, default route %s, allocator %s",
               static_cast<int>(getpid()), socket_path.empty() ? "(none)" : socket_path.c_str(),
               route.c_str(), allocator);
-  Daemon daemon(**engine, env);
+  Daemon daemon(**engine, env, !config_path.empty());
   daemon.ready("accepting batches on " + (socket_path.empty() ? "(no socket)" : socket_path) +
                ", " + std::to_string((*engine)->loop_iterations().size()) + " shards");
   int sig = daemon.run(set);

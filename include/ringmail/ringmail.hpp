@@ -158,7 +158,9 @@ class RINGMAIL_API Config {
   /// Failure: kConfig, naming the key and the problem.
   static Expected<Config> parse(std::string_view toml, std::string_view origin = "<config>");
   /// Reads and parses the file at `path`. Failure: kConfig, naming the
-  /// path (a file that cannot be read) or the key.
+  /// path (a file that cannot be read) or the key. An engine started with
+  /// it reads the same path again on Engine::reload() and
+  /// `ringmail-ctl reload`.
   static Expected<Config> load(const std::string& path);
   /// The built-in configuration as TOML, with a comment on every key
   /// (static storage).
@@ -295,6 +297,14 @@ struct Stats {
   uint64_t submission_timeouts = 0;     // submission clients cut off by a deadline
 };
 
+/// What Engine::reload() did: the top-level configuration keys that
+/// changed and are now in force, and those that changed but need a
+/// restart (e.g. "spool", "suppression.file").
+struct ReloadResult {
+  std::vector<std::string> applied;
+  std::vector<std::string> restart_required;
+};
+
 // --- the engine -----------------------------------------------------------------
 
 class RINGMAIL_API Engine {
@@ -364,6 +374,22 @@ class RINGMAIL_API Engine {
   /// use), the engine is shut down, or the call comes from an event
   /// callback.
   Expected<void> reopen_event_file();
+  /// Applies `config` without a restart. Taken: [delivery], [[shaping]],
+  /// [provider_shaping], [routing], [retry], [bounces], [[dkim]] (key files
+  /// are read again), [tls] (the submission listeners' certificate files
+  /// are read again too), [suppression] enabled and TTLs, and log_level.
+  /// Any other section that differs from the running one is named in
+  /// restart_required and keeps its running value. Mail in flight is
+  /// unaffected: connections and transactions under way finish with what
+  /// they started with; new ones use the new settings.
+  /// Failure (kConfig): a key or certificate file cannot be used; nothing
+  /// changed. kSystem: shut down, or called from an event callback.
+  Expected<ReloadResult> reload(Config config);
+  /// reload() with the file the engine's configuration was loaded from
+  /// (Config::load, start_file()), read again. Failure (kConfig): the file
+  /// does not parse, or the configuration came from text (parse(),
+  /// start_toml()); nothing changed.
+  Expected<ReloadResult> reload();
   /// Liveness, for a supervisor's watchdog: per shard, how many loop
   /// iterations it has completed. Each call also wakes every shard, so a
   /// healthy shard's count has moved by the next call however idle it is;

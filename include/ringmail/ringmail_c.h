@@ -245,6 +245,15 @@ RINGMAIL_API int ringmail_stats(ringmail_engine* engine, ringmail_engine_stats* 
 /// shard; from an event callback the reply is {"ok":false,"error":"…"}.
 RINGMAIL_API char* ringmail_control(ringmail_engine* engine, const char* command);
 
+/// Applies a new configuration without a restart (Engine::reload in
+/// ringmail.hpp says which sections are taken): `toml` is TOML text over
+/// the built-in defaults; NULL reads again the file given to
+/// ringmail_start_file(). Returns the JSON reply
+/// {"ok":true,"command":"reload","applied":[…],"restart_required":[…]}
+/// (release it with ringmail_free_string()), or NULL with *error (when
+/// `error` is not NULL) saying why; nothing changed then.
+RINGMAIL_API char* ringmail_reload(ringmail_engine* engine, const char* toml, char** error);
+
 /// Releases a string returned by the library. NULL is ignored.
 RINGMAIL_API void ringmail_free_string(char* s);
 

@@ -266,12 +266,27 @@ struct EmbeddedEngine {
   EventCollector events;
   std::unique_ptr<Engine> engine;
 
-  Result<void> start(const std::string& toml, const engine::Clock* clock = nullptr) {
+  /// `toml` over the tests' base: no sockets, no event file, spool off
+  /// unless `toml` has a [spool].
+  static std::string full_toml(const std::string& toml) {
     std::string base = "[ingest]\nsocket = \"\"\n[events]\nfile = \"\"\n";
     if (toml.find("[spool]") == std::string::npos) {
       base += "[spool]\nmode = \"off\"\n";  // tests of durability say so explicitly
     }
-    auto cfg = engine::parse_config(merge(base, toml), "test.toml");
+    return merge(base, toml);
+  }
+
+  /// Engine::reload with `toml` over the same base as start().
+  Expected<ReloadResult> reload(const std::string& toml) {
+    auto c = Config::parse(full_toml(toml), "test.toml");
+    if (!c.ok()) {
+      return c.error();
+    }
+    return engine->reload(std::move(*c));
+  }
+
+  Result<void> start(const std::string& toml, const engine::Clock* clock = nullptr) {
+    auto cfg = engine::parse_config(full_toml(toml), "test.toml");
     if (!cfg.ok()) {
       return std::move(cfg).take_error();
     }

@@ -19,6 +19,7 @@
 #include <set>
 
 #include "tests/e2e/harness.h"
+#include "tests/e2e/tls_util.h"
 #include "tools/batch_client.h"
 #include "tools/queue_summary.h"
 #include "tools/service_notify.h"
@@ -166,6 +167,16 @@ class OperationsTest : public ::testing::Test {
   /// Starts ringmaild with a socket, a control socket, an event file and
   /// two shards; `extra` adds sections.
   void start_daemon(const std::string& extra, const std::vector<std::string>& env = {}) {
+    write_config(extra);
+    ASSERT_TRUE(daemon_.start({env_or("RINGMAILD", ""), "--config", dir_.file("ringmail.toml")},
+                              dir_.path(), "ringmaild", dir_.path(), env));
+    ASSERT_TRUE(eventually([&] { return ::access(ctl_socket_.c_str(), F_OK) == 0; }))
+        << daemon_.err();
+  }
+
+  /// (Re)writes ringmail.toml: the sockets, the event file, two shards,
+  /// spool off, then `extra`.
+  void write_config(const std::string& extra) {
     socket_ = dir_.file("rm.sock");
     ctl_socket_ = dir_.file("rm-ctl.sock");
     events_ = dir_.file("events.jsonl");
@@ -173,10 +184,6 @@ class OperationsTest : public ::testing::Test {
         "[ingest]\nsocket = \"" + socket_ + "\"\n[events]\nfile = \"" + events_ +
         "\"\n[engine]\nshards = 2\nshutdown_grace = \"0s\"\n[spool]\nmode = \"off\"\n" + extra;
     std::ofstream(dir_.file("ringmail.toml")) << cfg;
-    ASSERT_TRUE(daemon_.start({env_or("RINGMAILD", ""), "--config", dir_.file("ringmail.toml")},
-                              dir_.path(), "ringmaild", dir_.path(), env));
-    ASSERT_TRUE(eventually([&] { return ::access(ctl_socket_.c_str(), F_OK) == 0; }))
-        << daemon_.err();
   }
 
   /// Runs ringmail-ctl with `args`; returns its exit status, output in `out`.
@@ -420,6 +427,115 @@ TEST_F(OperationsTest, SighupReopensTheEventFileAndNoEventIsLostOrRepeated) {
   EXPECT_TRUE(whole_old);
   EXPECT_TRUE(whole_new);
   EXPECT_TRUE(daemon_.running());
+  EXPECT_EQ(daemon_.terminate(), 0) << daemon_.err();
+}
+
+// --- configuration reload ----------------------------------------------------
+
+// `ringmail-ctl reload`: mail deferred on a dead route goes out on the new
+// one without a restart; the same ingest connection keeps working.
+TEST_F(OperationsTest, ReloadCommandSendsQueuedMailOverANewRoute) {
+  SinkProcess sink;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  start_daemon(route_to(free_port()));  // nothing listens there
+  const pid_t pid = daemon_.pid();
+  auto client = tools::BatchClient::connect(socket_, "test", 10'000);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+  ASSERT_EQ(submit(*client, "r1", recipients("r", 8)).accepted, 8u);
+  ASSERT_TRUE(eventually([&] { return lines_in(events_) >= 8; })) << daemon_.err();
+
+  write_config(route_to(sink.port()));
+  std::string out;
+  ASSERT_EQ(ctl({"reload"}, &out), 0) << out << daemon_.err();
+  EXPECT_NE(out.find("\"applied\":[\"routing\"],\"restart_required\":[]"), std::string::npos)
+      << out;
+  ASSERT_EQ(ctl({"flush", "*"}, &out), 0) << out;
+  EXPECT_TRUE(sink.wait_stat("recipients", 8)) << daemon_.err();
+  EXPECT_EQ(submit(*client, "r2", recipients("s", 4)).accepted, 4u);
+  EXPECT_TRUE(sink.wait_stat("recipients", 12)) << daemon_.err();
+  EXPECT_EQ(daemon_.pid(), pid);
+  EXPECT_TRUE(daemon_.running());
+  EXPECT_EQ(daemon_.terminate(), 0) << daemon_.err();
+}
+
+// SIGHUP reads the file again. A file that does not load changes nothing:
+// ringmail-ctl gets the reason and exit status 1, the log says so, systemd
+// hears READY=1 with the reason, and mail keeps the running route.
+TEST_F(OperationsTest, SighupReloadsAndABadFileKeepsTheRunningConfiguration) {
+  SinkProcess sink, other;
+  ASSERT_TRUE(sink.start({})) << sink.error();
+  ASSERT_TRUE(other.start({})) << other.error();
+  NotifySocket notify(dir_.file("notify.sock"));
+  ASSERT_TRUE(notify.ok());
+  start_daemon(route_to(sink.port()), {"NOTIFY_SOCKET=" + dir_.file("notify.sock")});
+  ASSERT_TRUE(notify.wait_line("READY=1")) << daemon_.err() << notify.all();
+  auto client = tools::BatchClient::connect(socket_, "test", 10'000);
+  ASSERT_TRUE(client.ok()) << client.error().message;
+
+  write_config(route_to(other.port()) + "[delivery]\nmax_rcpts_per_txn = 0\n");
+  std::string out;
+  EXPECT_EQ(ctl({"reload"}, &out), 1) << out;
+  EXPECT_NE(out.find("nothing changed"), std::string::npos) << out;
+  EXPECT_NE(out.find("delivery.max_rcpts_per_txn"), std::string::npos) << out;
+  ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
+  ASSERT_TRUE(notify.wait([&] { return notify.count_line("READY=1") >= 2; })) << notify.all();
+  EXPECT_NE(notify.all().find("configuration kept"), std::string::npos) << notify.all();
+  EXPECT_NE(daemon_.err().find("configuration reload refused, the running configuration stays"),
+            std::string::npos)
+      << daemon_.err();
+  ASSERT_EQ(submit(*client, "kept", recipients("k", 4)).accepted, 4u);
+  EXPECT_TRUE(sink.wait_stat("recipients", 4)) << daemon_.err();
+
+  // Fixed: the next SIGHUP applies it.
+  write_config(route_to(other.port()));
+  ASSERT_EQ(::kill(daemon_.pid(), SIGHUP), 0);
+  ASSERT_TRUE(notify.wait([&] { return notify.count_line("READY=1") >= 3; })) << notify.all();
+  EXPECT_NE(notify.all().find("configuration reloaded"), std::string::npos) << notify.all();
+  ASSERT_EQ(submit(*client, "moved", recipients("m", 4)).accepted, 4u);
+  EXPECT_TRUE(other.wait_stat("recipients", 4)) << daemon_.err();
+  EXPECT_EQ(sink.stat("recipients"), 4);
+  EXPECT_EQ(daemon_.terminate(), 0) << daemon_.err();
+}
+
+// A renewed certificate written over the submission listener's files is
+// served after a reload, with no change to the configuration; a broken
+// one is refused and the previous certificate stays in use.
+TEST_F(OperationsTest, RenewedSubmissionCertificateIsServedAfterReload) {
+  TestPki pki;
+  ASSERT_TRUE(pki.ok()) << pki.log();
+  const std::string crt = dir_.file("submission.crt"), key = dir_.file("submission.key");
+  auto install = [&](const TestPki::Pair& p) {
+    std::filesystem::copy_file(p.cert, crt, std::filesystem::copy_options::overwrite_existing);
+    std::filesystem::copy_file(p.key, key, std::filesystem::copy_options::overwrite_existing);
+  };
+  install(pki.good());  // CN=mx.test
+  const uint16_t port = free_port();
+  start_daemon(route_to(free_port()) +
+               "[[submission.listeners]]\nlisten = \"127.0.0.1:" + std::to_string(port) +
+               "\"\ntls = \"implicit\"\ncert_file = \"" + crt + "\"\nkey_file = \"" + key + "\"\n");
+  auto subject = [&] {
+    std::string log;
+    const std::string o = openssl_path();
+    run_shell(dir_.path(),
+              "'" + o + "' s_client -connect 127.0.0.1:" + std::to_string(port) +
+                  " </dev/null 2>/dev/null | '" + o + "' x509 -noout -subject > subject.txt",
+              &log);
+    return read_file(dir_.file("subject.txt")).value_or("");
+  };
+  ASSERT_TRUE(eventually([&] { return subject().find("mx.test") != std::string::npos; }))
+      << subject() << daemon_.err();
+
+  install(pki.other_name());  // CN=other.test
+  EXPECT_NE(subject().find("mx.test"), std::string::npos) << "not before the reload";
+  std::string out;
+  ASSERT_EQ(ctl({"reload"}, &out), 0) << out << daemon_.err();
+  EXPECT_NE(out.find("\"applied\":[]"), std::string::npos) << out;
+  EXPECT_NE(subject().find("other.test"), std::string::npos) << daemon_.err();
+
+  std::ofstream(crt) << "-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n";
+  EXPECT_EQ(ctl({"reload"}, &out), 1) << out;
+  EXPECT_NE(out.find("submission.listeners"), std::string::npos) << out;
+  EXPECT_NE(subject().find("other.test"), std::string::npos) << daemon_.err();
   EXPECT_EQ(daemon_.terminate(), 0) << daemon_.err();
 }
 
